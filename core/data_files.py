@@ -1,0 +1,59 @@
+"""Where a dataset's file is and what identifies its content. Pure path logic and hashing: no TensorFlow.
+
+The identity (name + file sha256) goes into a job's fingerprint, so a job is rerun when its data changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+# The file each file-backed dataset is looked up as in the data directory.
+DATA_FILES = {"mnist": "mnist.npz"}
+
+
+class DataFileError(ValueError):
+    """A dataset file is missing or unreadable."""
+
+
+def resolve_data_file(dataset: str, data_path: str | None, data_dir: str | os.PathLike[str]) -> Path | None:
+    """The file backing ``dataset``: ``data_path`` if given, else its usual name in ``data_dir``.
+
+    Returns None for datasets that ship with a package (digits). Raises DataFileError if the file
+    cannot be read.
+    """
+    if data_path is None:
+        if dataset not in DATA_FILES:
+            return None
+        path = Path(data_dir) / DATA_FILES[dataset]
+    else:
+        path = Path(data_path)
+    if not path.is_file():
+        raise DataFileError(f"{dataset} data file not found: {path}")
+    if not os.access(path, os.R_OK):
+        raise DataFileError(f"{dataset} data file is not readable: {path}")
+    return path.resolve()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes, cached by (path, size, mtime) so a sweep hashes each file once."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_identity(dataset: str, path: Path | None) -> str:
+    """``name:sha256`` for a file-backed dataset, ``name:bundled`` for one that ships with a package."""
+    if path is None:
+        return f"{dataset}:bundled"
+    return f"{dataset}:{file_sha256(path)}"

@@ -1,0 +1,1 @@
+"""Model builders: each returns Keras models for one ``TrainConfig.model`` name."""

@@ -1,0 +1,120 @@
+"""Turn a mapping of user parameters into a frozen config dataclass, checking names, types and values.
+
+Each job kind's parameters are one dataclass (see ``core.config``). The same class validates a batch spec
+on the control plane and configures the job on the worker, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type, or out of range. ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        return f"list of {_type_name(get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(field: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` as type ``tp`` or raise ConfigError. Ints are accepted for floats, never bools."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            try:
+                return _coerce(field, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(field, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in get_args(tp) and not isinstance(value, bool):
+            return value
+        raise ConfigError(field, f"expected one of {_type_name(tp)}, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(field, f"expected {_type_name(tp)}, got {value!r}")
+        (item_tp, *_rest) = get_args(tp)
+        return tuple(_coerce(f"{field}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(field, f"expected null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a config class used a type this parser does not know
+        raise TypeError(f"unsupported parameter type {tp!r} for {field}")
+    raise ConfigError(field, f"expected {_type_name(tp)}, got {value!r}")
+
+
+def parse_config(cls: type[T], params: Mapping[str, Any] | None) -> T:
+    """Build ``cls`` from ``params``: unknown names, wrong types and invalid values raise ConfigError.
+
+    After the types are checked, the class's own ``validate()`` (if any) checks ranges and combinations.
+    """
+    params = dict(params or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown parameter; expected one of: {', '.join(sorted(fields))}")
+    values = {}
+    for name, value in params.items():
+        values[name] = _coerce(name, value, hints[name])
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(missing[0], "required parameter is missing")
+    config = cls(**values)
+    validate = getattr(config, "validate", None)
+    if validate is not None:
+        validate()
+    return config
+
+
+def config_to_params(config: Any) -> dict[str, Any]:
+    """The JSON-ready parameters of a config, with every default filled in (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def require(condition: bool, field: str, message: str) -> None:
+    """Raise ConfigError(field, message) unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(field, message)

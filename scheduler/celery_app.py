@@ -1,0 +1,48 @@
+"""The Celery app: broker, queues, routing and the settings a job queue for long GPU jobs needs.
+
+It lives in the control plane because the control plane sends the messages. The task itself is defined in
+``workers.tasks`` and registered when a worker starts (the app's ``include``), so nodes that only submit never
+import worker code or TensorFlow. Messages carry only a job id, as JSON: pickle is refused, so a writable broker
+does not mean code execution.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from scheduler.settings import Settings
+
+TASK_NAME = "latentfarm.run_job"
+QUEUES = ("gpu", "cpu")
+VISIBILITY_TIMEOUT = 24 * 3600  # above the longest job, or Redis redelivers a message that is still running
+
+
+def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> Celery:
+    """A Celery app for ``settings``. Pass extra queue names that specs use beyond gpu and cpu."""
+    app = Celery("latentfarm", broker=settings.broker_url, include=["workers.tasks"], set_as_current=False)
+    transport: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    if settings.embedded:
+        transport["polling_interval"] = 0.01  # the memory transport polls; its 1 s default crawls
+    else:
+        # Redis: priorities 0..9 in 10 steps, lower number served first (see scheduler.dispatch.to_broker_priority)
+        transport.update(priority_steps=list(range(10)), sep=":", queue_order_strategy="priority")
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_ignore_result=True,  # results live in the SQL store, not in a result backend
+        task_acks_late=True,  # a job's message is acked when the job ends: a dead worker's job is redelivered
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,  # one long job at a time per process: no job waits behind another
+        task_queues=[Queue(q, routing_key=q) for q in queues],
+        task_default_queue="cpu",
+        broker_transport_options=transport,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+    )
+    app.latentfarm_settings = settings  # type: ignore[attr-defined]
+    return app

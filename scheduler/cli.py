@@ -1,0 +1,350 @@
+"""``latentfarm``: submit batches, follow them, query results, run workers.
+
+Human tables by default, ``--json`` for scripts. A user error (bad spec, unknown job) is one line on stderr and
+exit code 2; a service error (database or broker down) is one line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import click
+
+from scheduler import dispatch
+from scheduler.errors import LatentfarmError, UserError
+from scheduler.render import ago, dumps, duration, table
+from scheduler.service import ControlPlane
+from storage import queries
+from storage.errors import DatabaseUnavailable, NotFound, StorageError
+from storage.status import JobStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+STATUSES = [s.value for s in JobStatus]
+
+
+def _errors(fn: F) -> F:
+    """Turn latentfarm's errors into one line and an exit code: no traceback for what the user can fix."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NotFound as e:
+            raise click.exceptions.Exit(_fail(str(e), 2)) from e
+        except (LatentfarmError, DatabaseUnavailable, StorageError) as e:
+            raise click.exceptions.Exit(_fail(str(e), getattr(e, "exit_code", 1))) from e
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {message}", err=True)
+    return code
+
+
+def _open() -> ControlPlane:
+    return ControlPlane.open()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="latentfarm")
+def cli() -> None:
+    """latentfarm: batches of deep-learning jobs on Celery workers, results in SQL.
+
+    Settings come from the environment: LATENTFARM_DATABASE_URL (default sqlite:///latentfarm.db),
+    LATENTFARM_BROKER_URL (default memory://: embedded, submit runs the batch in-process),
+    LATENTFARM_ARTIFACTS (default ./latentfarm-artifacts), LATENTFARM_DATA_DIR (default ~/.keras/datasets).
+    """
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Follow the batch until it is done (always so on the embedded default).")
+@click.option("--no-cache", is_flag=True, help="Run every job even if an identical job already succeeded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_errors
+def submit(spec: str, wait: bool, no_cache: bool, as_json: bool) -> None:
+    """Validate SPEC (a batch YAML file), write the batch and queue its ready jobs."""
+    cp = _open()
+    batch_spec = cp.load(spec)
+    result = cp.submit(batch_spec, no_cache=no_cache)
+    if not as_json:
+        click.echo(f"batch {result.batch_id} {batch_spec.name!r}: {len(result.job_ids)} jobs "
+                   f"({len(result.cached)} cached, {len(result.queued)} queued)")
+    summary = None
+    if cp.settings.embedded or wait:
+        summary = cp.wait(result.batch_id, show=not as_json)
+    if as_json:
+        click.echo(dumps({"batch_id": result.batch_id, "jobs": result.job_ids, "cached": result.cached,
+                          "queued": result.queued, "status": summary.status if summary else "submitted",
+                          "counts": summary.counts if summary else None}))
+        return
+    if summary is not None:
+        _print_batch(cp, result.batch_id)
+        if summary.status != "succeeded":
+            raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("batch", type=int, required=False)
+@click.option("--limit", default=20, show_default=True, help="How many recent batches to list.")
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def status(batch: int | None, limit: int, as_json: bool) -> None:
+    """Recent batches with their job counts, or one BATCH with its jobs."""
+    cp = _open()
+    if batch is not None:
+        if as_json:
+            with cp.store.session() as s:
+                summary = queries.batch_summary(s, batch)
+                jobs = queries.list_jobs(s, batch_id=batch)
+            click.echo(dumps({"batch": summary.batch, "status": summary.status, "counts": summary.counts,
+                              "jobs": jobs}))
+        else:
+            _print_batch(cp, batch)
+        return
+    with cp.store.session() as s:
+        batches = queries.list_batches(s, limit)
+    if as_json:
+        click.echo(dumps([{"batch": b.batch, "status": b.status, "counts": b.counts, "total": b.total}
+                          for b in batches]))
+        return
+    if not batches:
+        click.echo(f"no batches yet in {cp.settings.database_url}")
+        return
+    rows = [(b.batch.id, b.batch.name, b.status, f"{sum(b.counts.get(s, 0) for s in ('succeeded',))}/{b.total}",
+             b.counts.get("running", 0), b.counts.get("failed", 0), ago(b.batch.created_at)) for b in batches]
+    click.echo(table(["batch", "name", "status", "succeeded", "running", "failed", "created"], rows))
+
+
+def _print_batch(cp: ControlPlane, batch_id: int) -> None:
+    with cp.store.session() as s:
+        summary = queries.batch_summary(s, batch_id)
+        jobs = queries.list_jobs(s, batch_id=batch_id)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts.items()))
+    click.echo(f"batch {batch_id} {summary.batch.name!r}: {summary.status} ({counts})")
+    click.echo(_jobs_table(jobs))
+    for j in jobs:
+        if j.status is JobStatus.FAILED and j.error:
+            click.echo(f"job {j.id} {j.name} failed: {j.error}  (latentfarm show {j.id})")
+
+
+def _jobs_table(jobs: list[Any]) -> str:
+    rows = [(j.id, j.batch_id, j.name, j.kind, j.status.value + (" (cached)" if j.cached_from else ""),
+             f"{j.progress:.0%}", j.attempts, duration(j.started_at, j.finished_at), j.worker) for j in jobs]
+    return table(["job", "batch", "name", "kind", "status", "progress", "tries", "time", "worker"], rows)
+
+
+def _since(value: str | None) -> datetime | None:
+    """``30m``, ``2h``, ``1d`` ago, or an ISO date."""
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].isdigit():
+        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise UserError(f"--since: expected e.g. 30m, 2h, 1d or an ISO date, got {value!r}") from e
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@cli.command()
+@click.option("--batch", type=int, help="Only jobs of this batch.")
+@click.option("--kind", help="Only jobs of this kind.")
+@click.option("--status", "status_", type=click.Choice(STATUSES), help="Only jobs in this status.")
+@click.option("--since", help="Only jobs created since: 30m, 2h, 1d or an ISO date.")
+@click.option("--limit", type=int, default=None, help="At most this many jobs.")
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | None, limit: int | None,
+         as_json: bool) -> None:
+    """List jobs, filtered."""
+    cp = _open()
+    with cp.store.session() as s:
+        found = queries.list_jobs(s, batch_id=batch, kind=kind, status=status_, since=_since(since), limit=limit)
+    click.echo(dumps(found) if as_json else _jobs_table(found))
+
+
+@cli.command()
+@click.argument("job", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def show(job: int, as_json: bool) -> None:
+    """One JOB: params, events, metrics, artifacts and error."""
+    cp = _open()
+    with cp.store.session() as s:
+        j = queries.require_job(s, job)
+        parents = queries.job_parents(s, job)
+        events = queries.job_events(s, job)
+        metrics = queries.job_metrics(s, [job])
+        artifacts = queries.job_artifacts(s, job)
+    if as_json:
+        click.echo(dumps({"job": j, "parents": parents, "events": events, "metrics": metrics,
+                          "artifacts": artifacts}))
+        return
+    click.echo(f"job {j.id} {j.name!r} (batch {j.batch_id}, kind {j.kind}): {j.status.value}"
+               + (f", cached from job {j.cached_from}" if j.cached_from else ""))
+    click.echo(f"  queue {j.queue}, priority {j.priority}, attempts {j.attempts}/{j.max_attempts}, "
+               f"worker {j.worker or '-'}, time {duration(j.started_at, j.finished_at) or '-'}")
+    click.echo(f"  needs {', '.join(map(str, parents)) or '-'}; fingerprint {j.fingerprint[:16]}")
+    click.echo("params:")
+    for k, v in j.params.items():
+        click.echo(f"  {k}: {v}")
+    click.echo("events:")
+    for e in events:
+        what = e.status or e.kind
+        click.echo(f"  {e.time:%Y-%m-%d %H:%M:%S}  {what:<10} {e.message or ''}")
+    if metrics:
+        click.echo("metrics:")
+        click.echo(_metrics_table(metrics, indent="  "))
+    if artifacts:
+        click.echo("artifacts:")
+        click.echo(table(["name", "type", "bytes", "sha256", "path"],
+                         [(a.name, a.media_type, a.bytes, a.sha256[:12], cp.store.artifacts.path_of(a.uri))
+                          for a in artifacts]))
+    if j.error:
+        click.echo(f"error: {j.error}")
+    if j.traceback:
+        click.echo(j.traceback.rstrip())
+
+
+def _metrics_table(metrics: list[Any], indent: str = "") -> str:
+    """One row per (job, step), one column per metric key."""
+    keys = sorted({m.key for m in metrics})
+    grid: dict[tuple[int, int], dict[str, float]] = {}
+    for m in metrics:
+        grid.setdefault((m.job_id, m.step), {})[m.key] = m.value
+    rows = [(job, step, *[vals.get(k) for k in keys]) for (job, step), vals in sorted(grid.items())]
+    return "\n".join(indent + line for line in table(["job", "step", *keys], rows).splitlines())
+
+
+@cli.command()
+@click.argument("jobs", type=int, nargs=-1)
+@click.option("--batch", type=int, help="All jobs of this batch.")
+@click.option("--key", help="Only this metric.")
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def metrics(jobs: tuple[int, ...], batch: int | None, key: str | None, as_json: bool) -> None:
+    """Metrics of JOBS (or of a --batch): one row per job and step (epoch)."""
+    cp = _open()
+    with cp.store.session() as s:
+        ids = list(jobs)
+        if batch is not None:
+            ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
+        if not ids:
+            raise UserError("name one or more jobs, or --batch")
+        for i in jobs:
+            queries.require_job(s, i)
+        found = queries.job_metrics(s, ids, key)
+    click.echo(dumps(found) if as_json else _metrics_table(found))
+
+
+@cli.command()
+@click.argument("jobs", type=int, nargs=-1)
+@click.option("--batch", type=int, help="Cancel every unfinished job of this batch.")
+@_errors
+def cancel(jobs: tuple[int, ...], batch: int | None) -> None:
+    """Cancel JOBS (and what depends on them), or a whole --batch. Running jobs stop at their next check."""
+    cp = _open()
+    ids = list(jobs)
+    if batch is not None:
+        with cp.store.session() as s:
+            ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
+    if not ids:
+        raise UserError("name one or more jobs, or --batch")
+    out = dispatch.cancel(cp.store, ids)
+    click.echo(f"cancelled {len(out['cancelled'])} jobs; {len(out['flagged'])} running jobs will stop at their "
+               "next check")
+
+
+@cli.command()
+@click.argument("job", type=int)
+@click.option("--wait", is_flag=True, help="Follow the batch until it is done (always so on the embedded default).")
+@_errors
+def retry(job: int, wait: bool) -> None:
+    """Run a failed or cancelled JOB again; its cancelled descendants run after it."""
+    cp = _open()
+    queued = dispatch.retry(cp.store, cp.app, job)
+    with cp.store.session() as s:
+        batch_id = queries.require_job(s, job).batch_id
+    click.echo(f"job {job} " + ("queued" if queued else "waits for its parents"))
+    if cp.settings.embedded or wait:
+        cp.wait(batch_id)
+        _print_batch(cp, batch_id)
+
+
+@cli.command()
+@click.option("--queues", "-Q", default="gpu,cpu", show_default=True, help="Queues to consume, comma-separated.")
+@click.option("--concurrency", "-c", type=int, default=1, show_default=True, help="Jobs run at once.")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork", show_default=True)
+@click.option("--name", "-n", default=None, help="Worker node name (default latentfarm@<host>).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@_errors
+def worker(queues: str, concurrency: int, pool: str, name: str | None, loglevel: str) -> None:
+    """Run a worker that consumes jobs from the broker (LATENTFARM_BROKER_URL)."""
+    qs = tuple(q.strip() for q in queues.split(",") if q.strip())
+    cp = ControlPlane.open(queues=tuple(dict.fromkeys(("gpu", "cpu") + qs)))
+    if cp.settings.embedded:
+        raise UserError("no broker configured: set LATENTFARM_BROKER_URL (e.g. redis://localhost:6379/0); "
+                        "on the embedded default `latentfarm submit` runs its own worker")
+    _check_schema(cp)
+    argv = ["worker", f"--queues={','.join(qs)}", f"--concurrency={concurrency}", f"--pool={pool}",
+            f"--loglevel={loglevel}", f"--hostname={name or cp.settings.worker_name}", "--without-gossip",
+            "--without-mingle"]
+    cp.app.worker_main(argv)
+
+
+def _check_schema(cp: ControlPlane) -> None:
+    from storage import migrate
+
+    current, head = migrate.current_revision(cp.store.engine), migrate.head_revision(cp.store.engine)
+    if current != head:
+        raise UserError(f"the database {cp.settings.database_url} is at schema {current or 'none'}, not {head}: "
+                        "run `latentfarm db upgrade`")
+
+
+@cli.group()
+def db() -> None:
+    """The results database."""
+
+
+@db.command("upgrade")
+@_errors
+def db_upgrade() -> None:
+    """Create or migrate the database's tables (LATENTFARM_DATABASE_URL)."""
+    from scheduler.settings import Settings
+    from storage import migrate
+    from storage.db import engine_for
+
+    settings = Settings.from_env()
+    engine = engine_for(settings.database_url)
+    rev = migrate.upgrade(engine)
+    click.echo(f"database {engine.url.render_as_string(hide_password=True)} is at revision {rev}")
+
+
+@cli.command()
+@click.option("--out", default="latentfarm-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where to write the demo's images.")
+@click.option("--epochs", default=12, show_default=True, help="Training epochs.")
+@_errors
+def demo(out: str, epochs: int) -> None:
+    """Train the conv autoencoder on sklearn's digits in-process and write originals vs reconstructions."""
+    from scheduler.demo import run_demo
+
+    run_demo(out, epochs)
+
+
+def main() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    cli(prog_name="latentfarm")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Planning: a validated spec becomes jobs with fingerprints and dependency edges, ready to be written.
+
+fingerprint = sha256(kind, canonical params without file locations, parents' fingerprints, dataset identity).
+Two jobs with the same fingerprint compute the same thing, so the second can reuse the first's results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.config import KINDS
+from core.data_files import dataset_identity
+from scheduler.spec import BatchSpec, JobSpec
+from storage.records import NewJob
+
+FINGERPRINT_VERSION = 1  # bump when a change of the job code makes old results invalid
+LOCATION_PARAMS = frozenset({"data_path"})  # where a file is does not change what it holds: its sha256 counts
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    name: str
+    spec_path: str | None
+    spec: Mapping[str, Any]
+    jobs: tuple[NewJob, ...]  # parents before children
+    edges: tuple[tuple[str, str], ...]  # (parent name, child name)
+
+
+def fingerprint(kind: str, params: Mapping[str, Any], parent_fingerprints: list[str], data_identity: str | None) -> str:
+    """The identity of a job's result."""
+    payload = {
+        "v": FINGERPRINT_VERSION,
+        "kind": kind,
+        "params": {k: v for k, v in params.items() if k not in LOCATION_PARAMS},
+        "parents": sorted(parent_fingerprints),
+        "data": data_identity,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def job_data_identity(job: JobSpec) -> str | None:
+    if not KINDS[job.kind].uses_dataset:
+        return None
+    data_path = job.params.get("data_path")
+    return dataset_identity(job.params["dataset"], Path(data_path) if data_path else None)
+
+
+def plan_batch(spec: BatchSpec) -> BatchPlan:
+    """Turn a spec into jobs (with fingerprints, computed parents first) and edges."""
+    fps: dict[str, str] = {}
+    jobs = []
+    for j in spec.jobs:
+        fps[j.name] = fingerprint(j.kind, j.params, [fps[p] for p in j.needs], job_data_identity(j))
+        jobs.append(NewJob(name=j.name, kind=j.kind, params=dict(j.params), fingerprint=fps[j.name], queue=j.queue,
+                           priority=j.priority, max_attempts=j.max_attempts, timeout=j.timeout))
+    edges = tuple((p, j.name) for j in spec.jobs for p in j.needs)
+    return BatchPlan(spec.name, spec.path, spec.raw, tuple(jobs), edges)

@@ -1,0 +1,55 @@
+"""latentfarm's settings, read from the environment once. Each default is documented where it is defined."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBEDDED_BROKER = "memory://localhost/"
+
+
+def _abs_sqlite(url: str) -> str:
+    """Make a relative SQLite path absolute, so workers started elsewhere find the same file."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str(Path(url[len(prefix):]).resolve())
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    # LATENTFARM_DATABASE_URL: the results database. Default: SQLite file latentfarm.db in the working dir.
+    # Production: postgresql+psycopg://user@host/db
+    database_url: str
+    # LATENTFARM_BROKER_URL: the Celery broker. Default memory:// = the embedded mode, where `submit` runs a
+    # worker in-process until the batch is done. Production: redis://host:6379/0
+    broker_url: str
+    # LATENTFARM_ARTIFACTS: the artifact store's directory (shared by all machines of a farm, e.g. NFS).
+    artifacts_dir: Path
+    # LATENTFARM_DATA_DIR: where dataset files (mnist.npz) are looked up. Default: Keras' cache dir.
+    data_dir: Path
+    # LATENTFARM_LEASE_SECONDS: how long a running job's lease lasts without a heartbeat.
+    lease_seconds: float = 120.0
+    # LATENTFARM_WORKER_NAME: the name a worker records on the jobs it runs (default: latentfarm@<host>).
+    worker_name: str = f"latentfarm@{socket.gethostname()}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no broker is configured: submit runs an in-process worker on memory://."""
+        return self.broker_url.startswith("memory://")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default_data = Path(env.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+        return cls(
+            database_url=_abs_sqlite(env.get("LATENTFARM_DATABASE_URL", "sqlite:///latentfarm.db")),
+            broker_url=env.get("LATENTFARM_BROKER_URL", EMBEDDED_BROKER),
+            artifacts_dir=Path(env.get("LATENTFARM_ARTIFACTS", "latentfarm-artifacts")).resolve(),
+            data_dir=Path(env.get("LATENTFARM_DATA_DIR", str(default_data))).expanduser().resolve(),
+            lease_seconds=float(env.get("LATENTFARM_LEASE_SECONDS", 120)),
+            worker_name=env.get("LATENTFARM_WORKER_NAME", f"latentfarm@{socket.gethostname()}"),
+        )

@@ -1,0 +1,293 @@
+"""Batch specs: a YAML file of jobs, parsed into frozen, validated values.
+
+    batch: ae-sweep                 # the batch's name
+    defaults:                       # optional: applied to every job that does not set them
+      priority: 5                   # 0 (last) .. 9 (first)
+      max_attempts: 1
+      timeout: 3600                 # seconds
+      params: {dataset: digits}     # given to each job whose kind has such a parameter
+    jobs:
+      - name: train
+        kind: train
+        params: {epochs: 3}
+        sweep: {z_dim: [8, 16]}     # one job per combination: train[z_dim=8], train[z_dim=16]
+      - name: report
+        kind: noop
+        needs: [train]              # a swept name means every job it expanded into
+
+A job that needs a swept entry and is swept over some of the same parameters depends only on the expansions
+with equal values (train[z_dim=8] -> encode[z_dim=8]).
+
+Every error names the file, the job and the field, and is raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.config import KINDS
+from core.data_files import DataFileError, resolve_data_file
+from core.params import ConfigError, config_to_params, parse_config
+from scheduler.errors import SpecError
+
+TOP_FIELDS = {"batch", "defaults", "jobs"}
+DEFAULT_FIELDS = {"params", "queue", "priority", "max_attempts", "timeout"}
+JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep"}
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+QUEUE_RE = re.compile(r"^[a-z0-9_-]{1,50}$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job after sweep expansion, with its params validated and completed with defaults."""
+
+    name: str
+    kind: str
+    params: Mapping[str, Any]
+    needs: tuple[str, ...]  # names of the (expanded) jobs it depends on
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout: float | None
+    sweep_values: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    name: str
+    path: str
+    raw: Mapping[str, Any]  # the spec as parsed from YAML, stored with the batch
+    jobs: tuple[JobSpec, ...]  # in dependency order: every job comes after the jobs it needs
+
+
+def load_spec(path: str | Path, data_dir: Path) -> BatchSpec:
+    """Read and validate a spec file. Raises SpecError naming the file, the job and the field."""
+    path_str = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(path_str, f"cannot read spec: {e.strerror or e}") from e
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(path_str, f"malformed YAML{where}: {problem}") from e
+    return parse_spec(raw, path_str, Path(path).resolve().parent, data_dir)
+
+
+def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec:
+    """Validate an already-parsed spec (YAML or JSON). Relative data paths are taken from ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise SpecError(path, "a spec must be a mapping with 'batch' and 'jobs'")
+    _no_unknown(raw, TOP_FIELDS, path, None, "")
+    name = raw.get("batch")
+    if not isinstance(name, str) or not name.strip():
+        raise SpecError(path, "required, a non-empty string", field="batch")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise SpecError(path, "must be a mapping", field="defaults")
+    _no_unknown(defaults, DEFAULT_FIELDS, path, None, "defaults.")
+    entries = raw.get("jobs")
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(path, "required, a non-empty list of jobs", field="jobs")
+
+    default_params = defaults.get("params") or {}
+    if not isinstance(default_params, dict):
+        raise SpecError(path, "must be a mapping", field="defaults.params")
+    _check_default_params(default_params, entries, path)
+
+    expanded: list[tuple[dict[str, Any], JobSpec]] = []
+    seen_entries: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise SpecError(path, "each job must be a mapping", field=f"jobs[{i}]")
+        jname = entry.get("name")
+        if not isinstance(jname, str) or not NAME_RE.match(jname):
+            raise SpecError(path, "required; letters, digits, '_', '.', '-' (at most 100)",
+                            job=str(jname) if jname is not None else f"#{i + 1}", field="name")
+        if jname in seen_entries:
+            raise SpecError(path, "duplicate job name", job=jname, field="name")
+        seen_entries[jname] = entry
+        for job in _expand(entry, jname, defaults, default_params, path, base_dir, data_dir):
+            expanded.append((entry, job))
+
+    by_name = {j.name: j for _, j in expanded}
+    expansions: dict[str, list[JobSpec]] = {}
+    for entry, job in expanded:
+        expansions.setdefault(entry["name"], []).append(job)
+    resolved = [_resolve_needs(entry, job, expansions, by_name, path) for entry, job in expanded]
+    return BatchSpec(name=name.strip(), path=path, raw=raw, jobs=tuple(_topological(resolved, path)))
+
+
+def _no_unknown(mapping: Mapping[str, Any], allowed: set[str], path: str, job: str | None, prefix: str) -> None:
+    unknown = sorted(set(mapping) - allowed)
+    if unknown:
+        raise SpecError(path, f"unknown field; expected one of: {', '.join(sorted(allowed))}", job=job,
+                        field=prefix + str(unknown[0]))
+
+
+def _check_default_params(default_params: Mapping[str, Any], entries: list[Any], path: str) -> None:
+    """A default param must belong to at least one kind used in the batch (so a typo is not silently ignored)."""
+    kinds = {e.get("kind") for e in entries if isinstance(e, dict)}
+    known: set[str] = set()
+    for k in kinds:
+        if k in KINDS:
+            known |= {f for f in KINDS[k].config.__dataclass_fields__}
+    for p in default_params:
+        if p not in known:
+            raise SpecError(path, "no job kind of this batch has this parameter", field=f"defaults.params.{p}")
+
+
+def _int_field(entry: Mapping[str, Any], defaults: Mapping[str, Any], key: str, default: int, lo: int, hi: int,
+               path: str, job: str) -> int:
+    value = entry.get(key, defaults.get(key, default))
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise SpecError(path, f"must be an integer from {lo} to {hi}, got {value!r}", job=job, field=key)
+    return value
+
+
+def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], default_params: Mapping[str, Any],
+            path: str, base_dir: Path, data_dir: Path) -> list[JobSpec]:
+    _no_unknown(entry, JOB_FIELDS, path, jname, "")
+    kind = entry.get("kind")
+    if kind not in KINDS:
+        raise SpecError(path, f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}", job=jname,
+                        field="kind")
+    info = KINDS[kind]
+    params = entry.get("params") or {}
+    if not isinstance(params, dict):
+        raise SpecError(path, "must be a mapping", job=jname, field="params")
+    queue = entry.get("queue", defaults.get("queue", info.queue))
+    if not isinstance(queue, str) or not QUEUE_RE.match(queue):
+        raise SpecError(path, f"must be a queue name such as 'gpu' or 'cpu', got {queue!r}", job=jname,
+                        field="queue")
+    priority = _int_field(entry, defaults, "priority", 5, 0, 9, path, jname)
+    max_attempts = _int_field(entry, defaults, "max_attempts", 1, 1, 100, path, jname)
+    timeout = entry.get("timeout", defaults.get("timeout"))
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise SpecError(path, f"must be a number of seconds > 0, got {timeout!r}", job=jname, field="timeout")
+
+    sweep = entry.get("sweep") or {}
+    if not isinstance(sweep, dict):
+        raise SpecError(path, "must be a mapping of parameter -> list of values", job=jname, field="sweep")
+    fields = info.config.__dataclass_fields__
+    for key, values in sweep.items():
+        if key not in fields:
+            raise SpecError(path, "unknown parameter of kind " + repr(kind), job=jname, field=f"sweep.{key}")
+        if key in params:
+            raise SpecError(path, "set both in params and in sweep", job=jname, field=f"sweep.{key}")
+        if not isinstance(values, list) or not values:
+            raise SpecError(path, "must be a non-empty list of values", job=jname, field=f"sweep.{key}")
+
+    keys = list(sweep)
+    jobs = []
+    for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
+        values = dict(zip(keys, combo))
+        name = jname + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in values.items()) + "]" if values else "")
+        merged = {k: v for k, v in default_params.items() if k in fields}
+        merged.update(params)
+        merged.update(values)
+        try:
+            config = parse_config(info.config, merged)
+        except ConfigError as e:
+            origin = "sweep" if e.field.split("[")[0] in values else "params"
+            raise SpecError(path, e.message, job=name, field=f"{origin}.{e.field}") from e
+        full = config_to_params(config)
+        if info.uses_dataset:
+            full["data_path"] = _data_path(full, base_dir, data_dir, path, name)
+        jobs.append(JobSpec(name=name, kind=kind, params=full, needs=(), queue=queue, priority=priority,
+                            max_attempts=max_attempts, timeout=float(timeout) if timeout is not None else None,
+                            sweep_values=values))
+    return jobs
+
+
+def _fmt(v: Any) -> str:
+    return "-".join(map(str, v)) if isinstance(v, list) else str(v)
+
+
+def _data_path(params: dict[str, Any], base_dir: Path, data_dir: Path, path: str, job: str) -> str | None:
+    """Resolve the dataset's file now, so a missing or unreadable file is a spec error, not a failed job."""
+    given = params.get("data_path")
+    if given is not None and not Path(given).is_absolute():
+        given = str(base_dir / given)
+    try:
+        resolved = resolve_data_file(params["dataset"], given, data_dir)
+    except DataFileError as e:
+        raise SpecError(path, str(e), job=job, field="params.data_path" if given else "params.dataset") from e
+    return str(resolved) if resolved is not None else None
+
+
+def _resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[str, list[JobSpec]],
+                   by_name: Mapping[str, JobSpec], path: str) -> JobSpec:
+    needs = entry.get("needs") or []
+    if isinstance(needs, str):
+        needs = [needs]
+    if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+        raise SpecError(path, "must be a job name or a list of job names", job=job.name, field="needs")
+    parents: list[str] = []
+    for n in needs:
+        if n in expansions:
+            group = expansions[n]
+            shared = [k for k in job.sweep_values if all(k in g.sweep_values for g in group)]
+            group = [g for g in group if all(g.sweep_values[k] == job.sweep_values[k] for k in shared)]
+            parents.extend(g.name for g in group)
+        elif n in by_name:
+            parents.append(n)
+        else:
+            raise SpecError(path, f"needs unknown job {n!r}", job=job.name, field="needs")
+    if job.name in parents or entry["name"] in needs:
+        raise SpecError(path, "a job cannot need itself", job=job.name, field="needs")
+    return JobSpec(**{**job.__dict__, "needs": tuple(dict.fromkeys(parents))})
+
+
+def _topological(jobs: list[JobSpec], path: str) -> list[JobSpec]:
+    """Order jobs so parents come first (Kahn's algorithm, stable); a cycle is a SpecError naming a job in it."""
+    by_name = {j.name: j for j in jobs}
+    indegree = {j.name: len(j.needs) for j in jobs}
+    children: dict[str, list[str]] = {j.name: [] for j in jobs}
+    for j in jobs:
+        for p in j.needs:
+            children[p].append(j.name)
+    ready = [j.name for j in jobs if indegree[j.name] == 0]
+    order: list[JobSpec] = []
+    while ready:
+        n = ready.pop(0)
+        order.append(by_name[n])
+        for c in children[n]:
+            indegree[c] -= 1
+            if indegree[c] == 0:
+                ready.append(c)
+    if len(order) != len(jobs):
+        stuck = next(j for j in jobs if indegree[j.name] > 0)
+        cycle = _find_cycle(stuck.name, by_name)
+        raise SpecError(path, "dependency cycle: " + " -> ".join(cycle), job=stuck.name, field="needs")
+    return order
+
+
+def _find_cycle(start: str, by_name: Mapping[str, JobSpec]) -> list[str]:
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(n: str) -> list[str] | None:
+        if n in on_path:
+            return path[path.index(n):] + [n]
+        on_path.add(n)
+        path.append(n)
+        for p in by_name[n].needs:
+            found = visit(p)
+            if found:
+                return found
+        on_path.discard(n)
+        path.pop()
+        return None
+
+    return visit(start) or [start]

@@ -1,0 +1,92 @@
+"""A content-addressed artifact store on a directory (local disk or a shared NFS mount).
+
+A blob lives at ``<root>/sha256/<first 2 hex>/<64 hex>``; the ``artifacts`` table maps (job, name) to it with
+its media type, size and sha256. Identical outputs are stored once, and a cached job shares its source's blobs.
+Writes go to a temporary file in the same directory and are renamed into place, so a reader never sees half a
+blob and a crash leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.errors import ArtifactCorrupt, NotFound
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    uri: str  # relative to the store's root
+    sha256: str
+    bytes: int
+
+
+class ArtifactStore:
+    """Put and get blobs by content."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def path_of(self, uri: str) -> Path:
+        """The local file of a stored blob."""
+        return self.root / uri
+
+    def put_bytes(self, data: bytes) -> StoredBlob:
+        """Store ``data``; returns where, its sha256 and its size."""
+        sha = hashlib.sha256(data).hexdigest()
+        target = self._target(sha)
+        if not target.exists():
+            self._write_atomically(target, lambda f: f.write(data))
+        return StoredBlob(self._uri(sha), sha, len(data))
+
+    def put_file(self, path: str | os.PathLike[str]) -> StoredBlob:
+        """Store a file's content (streamed: large models never sit in memory twice)."""
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                size += len(block)
+        sha = h.hexdigest()
+        target = self._target(sha)
+        if not target.exists():
+            def copy(out: BinaryIO) -> None:
+                with open(path, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            self._write_atomically(target, copy)
+        return StoredBlob(self._uri(sha), sha, size)
+
+    def get_bytes(self, uri: str, sha256: str | None = None) -> bytes:
+        """A blob's bytes; with ``sha256`` given, checked against it."""
+        path = self.path_of(uri)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise NotFound(f"artifact blob missing: {path}") from e
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise ArtifactCorrupt(f"artifact blob {path} does not match its sha256 {sha256}")
+        return data
+
+    def _uri(self, sha: str) -> str:
+        return f"sha256/{sha[:2]}/{sha}"
+
+    def _target(self, sha: str) -> Path:
+        return self.root / self._uri(sha)
+
+    def _write_atomically(self, target: Path, write) -> None:  # type: ignore[no-untyped-def]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,82 @@
+"""Engines and sessions: SQLite (WAL, busy timeout, foreign keys) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import DatabaseUnavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (the CLI, the API) go on while a worker writes; the busy timeout makes writers queue
+    # behind each other instead of failing at once with "database is locked".
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock when a transaction starts, so two writers never deadlock upgrading read locks.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with the settings the store relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+
+        @event.listens_for(engine, "connect")
+        def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # let the "begin" hook below issue BEGIN itself
+
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+@lru_cache(maxsize=16)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process (engines own connection pools: make them once)."""
+    return make_engine(url)
+
+
+@lru_cache(maxsize=16)
+def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A transaction: commit on success, roll back on error. A lost connection becomes DatabaseUnavailable."""
+    session = _sessionmaker(engine)()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as e:
+        session.rollback()
+        if engine.dialect.name == "sqlite" and "locked" not in str(e.orig):
+            raise
+        raise DatabaseUnavailable(f"database unavailable: {str(e.orig).strip().splitlines()[0]}") from e
+    except DBAPIError as e:
+        session.rollback()
+        if e.connection_invalidated:
+            raise DatabaseUnavailable(f"database connection lost: {e.orig}") from e
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,239 @@
+"""Writes to the job tables. Every status change is a guarded UPDATE: it happens only from the expected status,
+so two workers can never both run one job and a redelivered message for a finished job changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
+from storage.records import Job, NewJob, from_row
+from storage.status import TERMINAL, JobStatus, can_move
+
+
+def create_batch(
+    session: Session,
+    name: str,
+    spec: dict[str, Any],
+    jobs: list[NewJob],
+    edges: Iterable[tuple[str, str]],
+    spec_path: str | None = None,
+    no_cache: bool = False,
+) -> tuple[int, dict[str, int]]:
+    """Insert a batch with its jobs (all ``pending``) and dependency edges (parent name, child name).
+
+    Returns the batch id and the job ids by name. Nothing is committed here: the caller's transaction is the
+    unit, so a batch is written whole or not at all.
+    """
+    batch = BatchRow(name=name, spec=spec, spec_path=spec_path, no_cache=no_cache)
+    session.add(batch)
+    session.flush()
+    rows = {}
+    for j in jobs:
+        row = JobRow(
+            batch_id=batch.id, name=j.name, kind=j.kind, params=j.params, fingerprint=j.fingerprint,
+            status=JobStatus.PENDING.value, queue=j.queue, priority=j.priority, max_attempts=j.max_attempts,
+            timeout=j.timeout, attempts=0, progress=0.0, cancel_requested=False,
+        )
+        rows[j.name] = row
+    session.add_all(rows.values())
+    session.flush()
+    session.add_all(JobDepRow(parent_id=rows[p].id, child_id=rows[c].id) for p, c in edges)
+    session.add_all(
+        EventRow(job_id=r.id, kind="status", status=JobStatus.PENDING.value, message="submitted")
+        for r in rows.values()
+    )
+    session.flush()
+    return batch.id, {n: r.id for n, r in rows.items()}
+
+
+def transition(
+    session: Session,
+    job_id: int,
+    src: JobStatus | Iterable[JobStatus],
+    dst: JobStatus,
+    *,
+    message: str | None = None,
+    by: str | None = None,
+    **values: Any,
+) -> bool:
+    """Move a job from one of ``src`` to ``dst`` if, and only if, it is in ``src`` now.
+
+    Returns whether this call made the change (exactly one of several racing callers gets True). Records a
+    status event (by worker ``by``) when it does. Extra column ``values`` are set in the same UPDATE.
+    """
+    sources = [src] if isinstance(src, JobStatus) else list(src)
+    for s in sources:
+        if not can_move(s, dst):
+            raise ValueError(f"illegal job transition {s} -> {dst}")
+    now = utcnow()
+    stamp = {
+        JobStatus.QUEUED: "queued_at",
+        JobStatus.RUNNING: "started_at",
+        JobStatus.SUCCEEDED: "finished_at",
+        JobStatus.FAILED: "finished_at",
+        JobStatus.CANCELLED: "finished_at",
+    }.get(dst)
+    if stamp and stamp not in values:
+        values[stamp] = now
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
+        .values(status=dst.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    attempt = session.scalar(select(JobRow.attempts).where(JobRow.id == job_id))
+    session.add(EventRow(job_id=job_id, time=now, kind="status", status=dst.value, message=message,
+                         worker=by, attempt=attempt))
+    return True
+
+
+def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu: str | None = None) -> Job | None:
+    """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued."""
+    now = utcnow()
+    ok = transition(
+        session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, by=worker, worker=worker, message=f"claimed by {worker}",
+        attempts=JobRow.attempts + 1, gpu=gpu, heartbeat_at=now, lease_until=now + timedelta(seconds=lease_seconds),
+        error=None, traceback=None, progress=0.0,
+    )
+    return get_job(session, job_id) if ok else None
+
+
+def heartbeat(session: Session, job_id: int, worker: str, lease_seconds: float, progress: float | None = None) -> bool:
+    """Renew a running job's lease; returns False if the job is no longer running for ``worker``."""
+    now = utcnow()
+    values: dict[str, Any] = {"heartbeat_at": now, "lease_until": now + timedelta(seconds=lease_seconds)}
+    if progress is not None:
+        values["progress"] = progress
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value, JobRow.worker == worker)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def get_job(session: Session, job_id: int) -> Job | None:
+    row = session.get(JobRow, job_id, populate_existing=True)
+    return from_row(Job, row) if row is not None else None
+
+
+def add_event(session: Session, job_id: int, kind: str, message: str, worker: str | None = None,
+              attempt: int | None = None) -> None:
+    session.add(EventRow(job_id=job_id, kind=kind, message=message, worker=worker, attempt=attempt))
+
+
+def put_metric(session: Session, job_id: int, key: str, value: float, step: int = 0,
+               time: datetime | None = None) -> None:
+    """Record a metric; a second value for the same (job, key, step) replaces the first (a resumed job)."""
+    session.execute(delete(MetricRow).where(MetricRow.job_id == job_id, MetricRow.key == key, MetricRow.step == step))
+    session.add(MetricRow(job_id=job_id, key=key, step=step, value=float(value), time=time or utcnow()))
+
+
+def put_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str, size: int, media_type: str,
+                 meta: dict[str, Any] | None = None) -> None:
+    """Record an artifact of a job; an artifact of the same name (from an earlier attempt) is replaced."""
+    session.execute(delete(ArtifactRow).where(ArtifactRow.job_id == job_id, ArtifactRow.name == name))
+    session.add(ArtifactRow(job_id=job_id, name=name, uri=uri, sha256=sha256, bytes=size, media_type=media_type,
+                            meta=meta or {}))
+
+
+def succeeded_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> dict[str, int]:
+    """For each fingerprint that some job has succeeded with, the job that did the work (not a cached copy)."""
+    fps = list(set(fingerprints))
+    if not fps:
+        return {}
+    rows = session.execute(
+        select(JobRow.fingerprint, func.min(func.coalesce(JobRow.cached_from, JobRow.id)))
+        .where(JobRow.fingerprint.in_(fps), JobRow.status == JobStatus.SUCCEEDED.value)
+        .group_by(JobRow.fingerprint)
+    )
+    return {fp: job_id for fp, job_id in rows}
+
+
+def copy_results(session: Session, source_id: int, target_id: int) -> None:
+    """Give ``target`` the artifacts (same blobs) and metrics of ``source``: used for cache hits."""
+    for a in session.scalars(select(ArtifactRow).where(ArtifactRow.job_id == source_id)):
+        put_artifact(session, target_id, a.name, a.uri, a.sha256, a.bytes, a.media_type, dict(a.meta))
+    for m in session.scalars(select(MetricRow).where(MetricRow.job_id == source_id)):
+        session.add(MetricRow(job_id=target_id, key=m.key, step=m.step, value=m.value, time=m.time))
+
+
+def ready_children(session: Session, job_id: int) -> list[int]:
+    """Children of ``job_id`` that are pending and whose parents have all succeeded (fan-in counted in SQL)."""
+    parent = aliased(JobRow)
+    unfinished_parent = (
+        select(JobDepRow.parent_id)
+        .join(parent, parent.id == JobDepRow.parent_id)
+        .where(JobDepRow.child_id == JobRow.id, parent.status != JobStatus.SUCCEEDED.value)
+        .exists()
+    )
+    return list(session.scalars(
+        select(JobRow.id)
+        .join(JobDepRow, JobDepRow.child_id == JobRow.id)
+        .where(JobDepRow.parent_id == job_id, JobRow.status == JobStatus.PENDING.value, ~unfinished_parent)
+        .order_by(JobRow.id)
+    ))
+
+
+def roots(session: Session, batch_id: int) -> list[int]:
+    """Pending jobs of a batch with no unfinished parents (those ready to queue)."""
+    parent = aliased(JobRow)
+    unfinished_parent = (
+        select(JobDepRow.parent_id)
+        .join(parent, parent.id == JobDepRow.parent_id)
+        .where(JobDepRow.child_id == JobRow.id, parent.status != JobStatus.SUCCEEDED.value)
+        .exists()
+    )
+    return list(session.scalars(
+        select(JobRow.id)
+        .where(JobRow.batch_id == batch_id, JobRow.status == JobStatus.PENDING.value, ~unfinished_parent)
+        .order_by(JobRow.id)
+    ))
+
+
+def descendants(session: Session, job_id: int) -> list[int]:
+    """All jobs downstream of ``job_id`` (breadth first, each once)."""
+    seen: dict[int, None] = {}
+    frontier = [job_id]
+    while frontier:
+        children = session.scalars(select(JobDepRow.child_id).where(JobDepRow.parent_id.in_(frontier))).all()
+        frontier = [c for c in children if c not in seen]
+        seen.update(dict.fromkeys(frontier))
+    return list(seen)
+
+
+def request_cancel(session: Session, job_ids: Iterable[int], reason: str) -> dict[str, list[int]]:
+    """Cancel jobs: pending/queued ones at once, running ones by flag (the worker stops at its next check).
+
+    Returns the ids that were ``cancelled`` now and those ``flagged`` for cooperative cancellation.
+    """
+    out: dict[str, list[int]] = {"cancelled": [], "flagged": []}
+    for jid in job_ids:
+        if transition(session, jid, [JobStatus.PENDING, JobStatus.QUEUED], JobStatus.CANCELLED, message=reason,
+                      error=reason):
+            out["cancelled"].append(jid)
+            continue
+        result = session.execute(
+            update(JobRow).where(JobRow.id == jid, JobRow.status == JobStatus.RUNNING.value)
+            .values(cancel_requested=True).execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            add_event(session, jid, "message", f"cancel requested: {reason}")
+            out["flagged"].append(jid)
+    return out
+
+
+def is_cancel_requested(session: Session, job_id: int) -> bool:
+    return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+
+def is_terminal(status: JobStatus) -> bool:
+    return status in TERMINAL

@@ -1,0 +1,1 @@
+"""Alembic migrations of the results schema. Run them with ``latentfarm db upgrade``."""

@@ -1,0 +1,116 @@
+"""Reads for the CLI, the API and the dashboard. Every function returns plain records."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.errors import NotFound
+from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
+from storage.records import Artifact, Batch, Event, Job, Metric, from_row
+from storage.status import TERMINAL, JobStatus
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch: Batch
+    counts: dict[str, int]  # jobs by status
+    total: int
+
+    @property
+    def done(self) -> bool:
+        return sum(self.counts.get(s.value, 0) for s in TERMINAL) == self.total
+
+    @property
+    def status(self) -> str:
+        """One word for the batch: running, succeeded, failed (some job failed) or cancelled."""
+        if not self.done:
+            return "running" if self.counts.get("running") or self.counts.get("queued") else "pending"
+        if self.counts.get("failed"):
+            return "failed"
+        if self.counts.get("cancelled"):
+            return "cancelled"
+        return "succeeded"
+
+
+def get_batch(session: Session, batch_id: int) -> Batch:
+    row = session.get(BatchRow, batch_id)
+    if row is None:
+        raise NotFound(f"no batch {batch_id}")
+    return from_row(Batch, row)
+
+
+def latest_batch_id(session: Session) -> int | None:
+    return session.scalar(select(func.max(BatchRow.id)))
+
+
+def batch_summary(session: Session, batch_id: int) -> BatchSummary:
+    batch = get_batch(session, batch_id)
+    counts = dict(session.execute(
+        select(JobRow.status, func.count()).where(JobRow.batch_id == batch_id).group_by(JobRow.status)
+    ).all())
+    return BatchSummary(batch, counts, sum(counts.values()))
+
+
+def list_batches(session: Session, limit: int = 20) -> list[BatchSummary]:
+    ids = session.scalars(select(BatchRow.id).order_by(BatchRow.id.desc()).limit(limit)).all()
+    return [batch_summary(session, i) for i in ids]
+
+
+def list_jobs(
+    session: Session,
+    batch_id: int | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+) -> list[Job]:
+    q = select(JobRow).order_by(JobRow.id)
+    if batch_id is not None:
+        q = q.where(JobRow.batch_id == batch_id)
+    if kind is not None:
+        q = q.where(JobRow.kind == kind)
+    if status is not None:
+        q = q.where(JobRow.status == JobStatus(status).value)
+    if since is not None:
+        q = q.where(JobRow.created_at >= since)
+    if limit is not None:
+        q = q.limit(limit)
+    return [from_row(Job, r) for r in session.scalars(q)]
+
+
+def require_job(session: Session, job_id: int) -> Job:
+    row = session.get(JobRow, job_id, populate_existing=True)
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return from_row(Job, row)
+
+
+def job_parents(session: Session, job_id: int) -> list[int]:
+    return list(session.scalars(select(JobDepRow.parent_id).where(JobDepRow.child_id == job_id)))
+
+
+def job_metrics(session: Session, job_ids: list[int], key: str | None = None) -> list[Metric]:
+    q = select(MetricRow).where(MetricRow.job_id.in_(job_ids)).order_by(MetricRow.job_id, MetricRow.key,
+                                                                         MetricRow.step)
+    if key is not None:
+        q = q.where(MetricRow.key == key)
+    return [from_row(Metric, r) for r in session.scalars(q)]
+
+
+def job_artifacts(session: Session, job_id: int) -> list[Artifact]:
+    q = select(ArtifactRow).where(ArtifactRow.job_id == job_id).order_by(ArtifactRow.name)
+    return [from_row(Artifact, r) for r in session.scalars(q)]
+
+
+def job_events(session: Session, job_id: int) -> list[Event]:
+    q = select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.time, EventRow.id)
+    return [from_row(Event, r) for r in session.scalars(q)]
+
+
+def status_counts(jobs: list[Job]) -> dict[str, int]:
+    return dict(Counter(j.status.value for j in jobs))

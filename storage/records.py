@@ -1,0 +1,106 @@
+"""Plain records returned by the store: ORM rows never leave ``storage``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from storage.status import JobStatus
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: int
+    name: str
+    spec_path: str | None
+    spec: dict[str, Any]
+    created_at: datetime
+    no_cache: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    batch_id: int
+    name: str
+    kind: str
+    params: dict[str, Any]
+    fingerprint: str
+    status: JobStatus
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    worker: str | None
+    gpu: str | None
+    lease_until: datetime | None
+    heartbeat_at: datetime | None
+    progress: float
+    error: str | None
+    traceback: str | None
+    cached_from: int | None
+    cancel_requested: bool
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Metric:
+    job_id: int
+    key: str
+    step: int
+    value: float
+    time: datetime
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: int
+    job_id: int
+    name: str
+    uri: str
+    media_type: str
+    bytes: int
+    sha256: str
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: int
+    time: datetime
+    kind: str
+    status: str | None
+    message: str | None
+    worker: str | None
+    attempt: int | None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as planned, before it has an id."""
+
+    name: str
+    kind: str
+    params: dict[str, Any]
+    fingerprint: str
+    queue: str
+    priority: int = 5
+    max_attempts: int = 1
+    timeout: float | None = None
+
+
+def from_row(cls: type[R], row: Any) -> R:
+    """Copy the columns named by ``cls``'s fields out of an ORM row."""
+    values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if "status" in values:
+        values["status"] = JobStatus(values["status"])
+    return cls(**values)

@@ -1,0 +1,26 @@
+"""Shared fixtures for the core tests: the small digits dataset and the shared MNIST file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.datasets import ImageDataset, load_dataset
+
+# The data lives outside the project (next to the repository) and is never copied into it.
+SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+MNIST_PATH = SHARED_DATA / "mnist.npz"
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    if not MNIST_PATH.is_file():
+        pytest.skip(f"shared MNIST file not found at {MNIST_PATH}")
+    return MNIST_PATH
+
+
+@pytest.fixture(scope="session")
+def digits_300() -> ImageDataset:
+    """The first 300 training (and 300 test) digits: big enough to learn from, small enough to be quick."""
+    return load_dataset("digits", limit=300)

@@ -1,0 +1,73 @@
+"""The handle a job handler reports through: metrics, artifacts, progress, cancellation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from scheduler.settings import Settings
+from storage import jobs as jobrepo
+from storage.records import Job
+from storage.store import Store
+
+
+class JobCancelled(Exception):
+    """Raised (or returned as a stop request) when a user cancelled the running job."""
+
+
+class JobContext:
+    """Given to a handler. Every call writes through to the store in its own short transaction."""
+
+    def __init__(self, store: Store, settings: Settings, job: Job, worker: str) -> None:
+        self.store = store
+        self.settings = settings
+        self.job = job
+        self.worker = worker
+
+    def metric(self, key: str, value: float, step: int = 0) -> None:
+        self.metrics({key: value}, step)
+
+    def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
+        """Record several metrics at one step (an epoch; 0 for final values). NaN is refused: it means a bug."""
+        for k, v in values.items():
+            if not math.isfinite(float(v)):
+                raise FloatingPointError(f"metric {k} is {v} at step {step}")
+        with self.store.session() as s:
+            for k, v in values.items():
+                jobrepo.put_metric(s, self.job.id, k, float(v), step)
+
+    def artifact_bytes(self, name: str, data: bytes, media_type: str, meta: dict[str, Any] | None = None) -> None:
+        blob = self.store.artifacts.put_bytes(data)
+        self._record(name, blob.uri, blob.sha256, blob.bytes, media_type, meta)
+
+    def artifact_file(self, name: str, path: str | os.PathLike[str], media_type: str,
+                      meta: dict[str, Any] | None = None) -> None:
+        blob = self.store.artifacts.put_file(Path(path))
+        self._record(name, blob.uri, blob.sha256, blob.bytes, media_type, meta)
+
+    def artifact_json(self, name: str, value: Any) -> None:
+        self.artifact_bytes(name, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
+
+    def _record(self, name: str, uri: str, sha: str, size: int, media_type: str, meta: dict[str, Any] | None) -> None:
+        with self.store.session() as s:
+            jobrepo.put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta)
+
+    def progress(self, fraction: float, message: str | None = None) -> bool:
+        """Report progress (0..1) and renew the lease. Returns True if the user asked to cancel the job."""
+        with self.store.session() as s:
+            jobrepo.heartbeat(s, self.job.id, self.worker, self.settings.lease_seconds,
+                              progress=min(max(fraction, 0.0), 1.0))
+            if message:
+                jobrepo.add_event(s, self.job.id, "progress", message, worker=self.worker,
+                                  attempt=self.job.attempts)
+            return jobrepo.is_cancel_requested(s, self.job.id)
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if the user asked to cancel the job."""
+        with self.store.session() as s:
+            if jobrepo.is_cancel_requested(s, self.job.id):
+                raise JobCancelled("cancelled by user")

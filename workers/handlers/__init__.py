@@ -1,0 +1,18 @@
+"""One handler per job kind: ``handler(ctx, config)``. Handlers import TensorFlow lazily, when a job runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from workers.context import JobContext
+from workers.handlers.noop import run_noop
+from workers.handlers.train import run_train
+
+Handler = Callable[[JobContext, Any], None]
+
+HANDLERS: dict[str, Handler] = {
+    "noop": run_noop,
+    "sleep": run_noop,
+    "train": run_train,
+}

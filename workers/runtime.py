@@ -1,0 +1,33 @@
+"""What a worker process needs to run jobs: settings, the store, the Celery app. Made once per app and process."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from celery import Celery
+
+from scheduler.settings import Settings
+from storage.store import Store
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: Store
+    app: Celery
+
+
+_lock = threading.Lock()
+_runtimes: dict[int, Runtime] = {}
+
+
+def runtime_for(app: Celery) -> Runtime:
+    """The runtime of ``app`` (its settings were attached by ``scheduler.celery_app.make_celery``)."""
+    with _lock:
+        rt = _runtimes.get(id(app))
+        if rt is None:
+            settings = getattr(app, "latentfarm_settings", None) or Settings.from_env()
+            rt = Runtime(settings, Store.open(settings.database_url, settings.artifacts_dir), app)
+            _runtimes[id(app)] = rt
+        return rt
