@@ -28,10 +28,13 @@ class ControlPlane:
     app: Celery
 
     @classmethod
-    def open(cls, settings: Settings | None = None, queues: tuple[str, ...] = QUEUES) -> ControlPlane:
-        """Open the store (migrating it on the embedded default) and make the Celery app."""
+    def open(cls, settings: Settings | None = None, queues: tuple[str, ...] = QUEUES,
+             upgrade: bool | None = None) -> ControlPlane:
+        """Open the store and make the Celery app. Migrations are applied automatically on the embedded
+        default (``upgrade=None``); in production ``latentfarm db upgrade`` does it, once, on purpose."""
         settings = settings or Settings.from_env()
-        store = Store.open(settings.database_url, settings.artifacts_dir, upgrade=settings.embedded)
+        upgrade = settings.embedded if upgrade is None else upgrade
+        store = Store.open(settings.database_url, settings.artifacts_dir, upgrade=upgrade)
         return cls(settings, store, make_celery(settings, queues))
 
     def load(self, spec_path: str | Path) -> BatchSpec:

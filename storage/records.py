@@ -101,6 +101,6 @@ class NewJob:
 def from_row(cls: type[R], row: Any) -> R:
     """Copy the columns named by ``cls``'s fields out of an ORM row."""
     values = {f.name: getattr(row, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    if "status" in values:
+    if cls is Job:
         values["status"] = JobStatus(values["status"])
     return cls(**values)

@@ -1,0 +1,71 @@
+"""Fixtures shared by every layer of tests: settings on temporary paths, a store on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from scheduler.settings import EMBEDDED_BROKER, Settings  # noqa: E402
+from storage.store import Store  # noqa: E402
+from tests import services  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"  # the real data files; never copied into the project
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "mnist.npz").is_file():
+        pytest.fail(f"the shared data files are missing: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on SQLite (a file, WAL) and on PostgreSQL (a fresh schema)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'lf.db'}"
+    else:
+        with services.postgres_schema() as url:
+            yield url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with services.postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    url = services.redis_url()
+    yield url
+    services.flush_redis(url)
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Store:
+    return Store.open(db_url, tmp_path / "artifacts", upgrade=True)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
+    return Store.open(f"sqlite:///{tmp_path / 'lf.db'}", tmp_path / "artifacts", upgrade=True)
+
+
+def make_settings(tmp_path: Path, database_url: str | None = None, broker_url: str = EMBEDDED_BROKER,
+                  data_dir: Path | None = None) -> Settings:
+    return Settings(
+        database_url=database_url or f"sqlite:///{tmp_path / 'lf.db'}",
+        broker_url=broker_url,
+        artifacts_dir=tmp_path / "artifacts",
+        data_dir=data_dir or tmp_path / "data",
+        lease_seconds=30.0,
+        worker_name="test-worker",
+    )

@@ -1,0 +1,85 @@
+"""Real services for tests: Redis on a dedicated database number, PostgreSQL in a throwaway schema.
+
+A test that needs a service which cannot be reached is skipped locally and FAILS in CI (CI=true): a CI run
+must never pass by silently skipping what it was meant to check.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+REDIS_HOST = os.environ.get("LATENTFARM_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("LATENTFARM_TEST_REDIS_PORT", "6379"))
+REDIS_DB = int(os.environ.get("LATENTFARM_TEST_REDIS_DB", "13"))  # dedicated to the tests: flushed by them
+PG_URL = os.environ.get("LATENTFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(what: str) -> None:
+    """Skip locally, fail in CI."""
+    if in_ci():
+        pytest.fail(f"{what} is not reachable, and CI must not skip tests that need it")
+    pytest.skip(f"{what} is not reachable")
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def redis_url() -> str:
+    """The URL of the test Redis database, flushed. Skips (locally) or fails (CI) if Redis is down."""
+    import redis
+
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
+    except redis.exceptions.ConnectionError:
+        unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT}")
+    return url
+
+
+def flush_redis(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+@contextmanager
+def postgres_schema() -> Iterator[str]:
+    """A database URL whose search_path is a fresh schema, dropped afterwards."""
+    import sqlalchemy as sa
+
+    base = sa.make_url(PG_URL)
+    if not _port_open(base.host or "127.0.0.1", base.port or 5432):
+        unavailable(f"PostgreSQL at {base.host}:{base.port}")
+    schema = "lf_test_" + uuid.uuid4().hex[:10]
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    except sa.exc.OperationalError as e:
+        admin.dispose()
+        unavailable(f"PostgreSQL ({e.orig})")
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        from storage.db import engine_for
+
+        engine_for.cache_clear()  # close pools onto the schema before dropping it
+        with admin.connect() as c:
+            c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()

@@ -1,0 +1,196 @@
+"""The store on SQLite and on PostgreSQL: schema, batches, guarded transitions, fan-in, cache, artifacts."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from storage import jobs as jobrepo
+from storage import migrate, queries
+from storage.artifacts import ArtifactStore
+from storage.errors import ArtifactCorrupt, NotFound
+from storage.models import EventRow
+from storage.records import NewJob
+from storage.status import JobStatus
+from storage.store import Store
+
+
+def _batch(store: Store, names: list[str], edges: list[tuple[str, str]], fp: str = "fp") -> tuple[int, dict[str, int]]:
+    with store.session() as s:
+        return jobrepo.create_batch(s, "b", {"batch": "b"},
+                                    [NewJob(n, "noop", {"n": n}, f"{fp}-{n}", "cpu") for n in names], edges)
+
+
+def test_migrations_create_every_table_at_head(store: Store) -> None:
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"batches", "jobs", "job_deps", "metrics", "artifacts", "events", "alembic_version"} <= tables
+    assert migrate.current_revision(store.engine) == migrate.head_revision(store.engine)
+    assert migrate.upgrade(store.engine) == migrate.head_revision(store.engine)  # idempotent
+
+
+def test_status_check_constraint_rejects_unknown_status(store: Store) -> None:
+    _, ids = _batch(store, ["a"], [])
+    with pytest.raises(Exception, match="(?i)check|constraint"), store.session() as s:
+        s.execute(text("UPDATE jobs SET status = 'exploded' WHERE id = :i"), {"i": ids["a"]})
+
+
+def test_batch_is_written_whole_or_not_at_all(store: Store) -> None:
+    with pytest.raises(Exception), store.session() as s:
+        jobrepo.create_batch(s, "b", {}, [NewJob("a", "noop", {}, "f", "cpu")], [("a", "missing")])
+    with store.session() as s:
+        assert queries.list_batches(s) == []
+        assert queries.list_jobs(s) == []
+
+
+def test_guarded_transition_happens_once(store: Store) -> None:
+    _, ids = _batch(store, ["a"], [])
+    jid = ids["a"]
+    with store.session() as s:
+        assert jobrepo.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
+        assert not jobrepo.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
+    with store.session() as s:
+        job = jobrepo.claim(s, jid, "w1", 30)
+    assert job is not None and job.status is JobStatus.RUNNING and job.attempts == 1 and job.worker == "w1"
+    with store.session() as s:
+        assert jobrepo.claim(s, jid, "w2", 30) is None  # a duplicate message
+        assert jobrepo.transition(s, jid, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+    with store.session() as s:
+        assert jobrepo.claim(s, jid, "w3", 30) is None  # a redelivery after the end
+        job = queries.require_job(s, jid)
+        statuses = [e.status for e in queries.job_events(s, jid) if e.kind == "status"]
+    assert job.status is JobStatus.SUCCEEDED and job.attempts == 1 and job.finished_at is not None
+    assert statuses == ["pending", "queued", "running", "succeeded"]
+
+
+def test_illegal_transition_is_refused(store: Store) -> None:
+    _, ids = _batch(store, ["a"], [])
+    with store.session() as s, pytest.raises(ValueError, match="illegal"):
+        jobrepo.transition(s, ids["a"], JobStatus.SUCCEEDED, JobStatus.RUNNING)
+
+
+def test_racing_claims_let_exactly_one_worker_run_the_job(store: Store) -> None:
+    _, ids = _batch(store, ["a"], [])
+    with store.session() as s:
+        jobrepo.transition(s, ids["a"], JobStatus.PENDING, JobStatus.QUEUED)
+    wins: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def claim(name: str) -> None:
+        barrier.wait()
+        with store.session() as s:
+            if jobrepo.claim(s, ids["a"], name, 30) is not None:
+                wins.append(name)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    with store.session() as s:
+        assert queries.require_job(s, ids["a"]).attempts == 1
+        running = s.scalars(select(EventRow).where(EventRow.job_id == ids["a"], EventRow.status == "running")).all()
+    assert len(running) == 1
+
+
+def test_fan_in_releases_a_child_only_when_all_parents_succeeded(store: Store) -> None:
+    _, ids = _batch(store, ["a", "b", "c"], [("a", "c"), ("b", "c")])
+    with store.session() as s:
+        assert sorted(jobrepo.roots(s, queries.require_job(s, ids["a"]).batch_id)) == [ids["a"], ids["b"]]
+        for n in ("a", "b"):
+            jobrepo.transition(s, ids[n], JobStatus.PENDING, JobStatus.QUEUED)
+            jobrepo.claim(s, ids[n], "w", 30)
+        jobrepo.transition(s, ids["a"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        assert jobrepo.ready_children(s, ids["a"]) == []
+        jobrepo.transition(s, ids["b"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        assert jobrepo.ready_children(s, ids["a"]) == [ids["c"]]
+        assert jobrepo.ready_children(s, ids["b"]) == [ids["c"]]
+
+
+def test_descendants_and_cancellation(store: Store) -> None:
+    _, ids = _batch(store, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("a", "d")])
+    with store.session() as s:
+        assert sorted(jobrepo.descendants(s, ids["a"])) == sorted([ids["b"], ids["c"], ids["d"]])
+        assert jobrepo.descendants(s, ids["c"]) == []
+        jobrepo.transition(s, ids["d"], JobStatus.PENDING, JobStatus.QUEUED)
+        jobrepo.claim(s, ids["d"], "w", 30)
+        out = jobrepo.request_cancel(s, [ids["b"], ids["c"], ids["d"]], "parent failed")
+    assert sorted(out["cancelled"]) == sorted([ids["b"], ids["c"]]) and out["flagged"] == [ids["d"]]
+    with store.session() as s:
+        b = queries.require_job(s, ids["b"])
+        assert b.status is JobStatus.CANCELLED and b.error == "parent failed"
+        assert jobrepo.is_cancel_requested(s, ids["d"])
+        assert queries.require_job(s, ids["d"]).status is JobStatus.RUNNING
+
+
+def test_metrics_are_replaced_per_key_and_step(store: Store) -> None:
+    _, ids = _batch(store, ["a"], [])
+    with store.session() as s:
+        for step, v in [(1, 0.5), (2, 0.4), (1, 0.45)]:  # step 1 again: a resumed attempt
+            jobrepo.put_metric(s, ids["a"], "loss", v, step)
+    with store.session() as s:
+        got = [(m.step, m.value) for m in queries.job_metrics(s, [ids["a"]], "loss")]
+    assert got == [(1, 0.45), (2, 0.4)]
+
+
+def test_cache_lookup_points_to_the_job_that_did_the_work(store: Store) -> None:
+    _, first = _batch(store, ["a"], [], fp="same")
+    with store.session() as s:
+        jobrepo.transition(s, first["a"], JobStatus.PENDING, JobStatus.SUCCEEDED)
+        jobrepo.put_artifact(s, first["a"], "out.json", "sha256/aa/aa", "aa" * 32, 3, "application/json")
+        jobrepo.put_metric(s, first["a"], "value", 7.0)
+    _, second = _batch(store, ["a"], [], fp="same")
+    with store.session() as s:
+        assert jobrepo.succeeded_by_fingerprint(s, ["same-a", "other"]) == {"same-a": first["a"]}
+        jobrepo.transition(s, second["a"], JobStatus.PENDING, JobStatus.SUCCEEDED, cached_from=first["a"])
+        jobrepo.copy_results(s, first["a"], second["a"])
+    _, third = _batch(store, ["a"], [], fp="same")
+    with store.session() as s:
+        assert jobrepo.succeeded_by_fingerprint(s, ["same-a"]) == {"same-a": first["a"]}  # not the cached copy
+        arts = queries.job_artifacts(s, second["a"])
+        assert [(a.name, a.uri) for a in arts] == [("out.json", "sha256/aa/aa")]
+        assert [m.value for m in queries.job_metrics(s, [second["a"]])] == [7.0]
+
+
+def test_datetimes_come_back_timezone_aware(store: Store) -> None:
+    _, ids = _batch(store, ["a"], [])
+    with store.session() as s:
+        job = queries.require_job(s, ids["a"])
+    assert job.created_at.tzinfo is not None and job.created_at.utcoffset().total_seconds() == 0
+
+
+def test_missing_rows_raise_not_found(store: Store) -> None:
+    with store.session() as s:
+        with pytest.raises(NotFound):
+            queries.require_job(s, 12345)
+        with pytest.raises(NotFound):
+            queries.get_batch(s, 12345)
+
+
+def test_artifact_store_is_content_addressed_and_verified(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "a")
+    one = store.put_bytes(b"hello")
+    again = store.put_bytes(b"hello")
+    assert one == again and one.bytes == 5
+    assert one.sha256 == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    assert store.path_of(one.uri).read_bytes() == b"hello"
+    src = tmp_path / "big.bin"
+    src.write_bytes(bytes(range(256)) * 10000)
+    blob = store.put_file(src)
+    assert blob.bytes == src.stat().st_size and store.get_bytes(blob.uri, blob.sha256) == src.read_bytes()
+    assert not list((tmp_path / "a").rglob(".tmp-*"))  # no temporary file left behind
+    store.path_of(one.uri).write_bytes(b"tampered")
+    with pytest.raises(ArtifactCorrupt):
+        store.get_bytes(one.uri, one.sha256)
+    with pytest.raises(NotFound):
+        store.get_bytes("sha256/00/" + "0" * 64)
+
+
+def test_sqlite_uses_wal_and_a_busy_timeout(sqlite_store: Store) -> None:
+    with sqlite_store.engine.connect() as c:
+        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
