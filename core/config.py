@@ -7,7 +7,7 @@ worker configures a job with. Add a kind here, then give it a handler in ``worke
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from core.params import require
 
@@ -30,7 +30,7 @@ class NoopConfig:
 class TrainConfig:
     """Train an autoencoder on an image dataset and save it in Keras' ``.keras`` format."""
 
-    model: Literal["conv_ae"] = "conv_ae"  # conv_ae: strided Conv2D encoder, Dense bottleneck, mirrored decoder
+    model: Literal["conv_ae"] = "conv_ae"  # strided Conv2D encoder, Dense bottleneck, mirrored decoder
     dataset: str = "digits"  # digits (sklearn, bundled, upscaled to 28x28) | mnist (Keras' mnist.npz layout)
     data_path: str | None = None  # the dataset file (mnist); default: mnist.npz in LATENTFARM_DATA_DIR
     limit: int | None = None  # train on the first N training images only (quick runs, tests)
@@ -41,12 +41,12 @@ class TrainConfig:
     loss: Literal["bce", "mse"] = "bce"  # reconstruction loss: binary cross-entropy or mean squared error
     optimizer: Literal["adam", "adadelta", "rmsprop", "sgd"] = "adam"
     learning_rate: float = 1e-3  # note: Keras' adadelta default is 0.001 (the old Keras default was 1.0)
-    validation_split: float = 0.1  # fraction of the training images held out for val_loss
-    seed: int = 0  # seeds weight initialisation, the validation split and shuffling
+    validation_split: float = 0.1  # the last fraction of the training images, held out for val_loss
+    seed: int = 0  # seeds weight initialisation and shuffling
 
     def validate(self) -> None:
-        require(self.dataset in DATASETS, "dataset", f"unknown dataset {self.dataset!r}; expected one of: "
-                + ", ".join(DATASETS))
+        require(self.dataset in DATASETS, "dataset",
+                f"unknown dataset {self.dataset!r}; expected one of: {', '.join(DATASETS)}")
         require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.z_dim >= 1, "z_dim", f"must be >= 1, got {self.z_dim}")
@@ -62,7 +62,7 @@ class TrainConfig:
 class KindInfo:
     """What the control plane needs to know about a job kind."""
 
-    config: type
+    config: type[Any]  # a frozen dataclass of the kind's parameters
     queue: Literal["gpu", "cpu"]  # the Celery queue its jobs go to unless the spec says otherwise
     uses_dataset: bool = False  # its params name a `dataset` (and maybe a `data_path`) whose identity is hashed
 

@@ -85,7 +85,7 @@ def parse_config(cls: type[T], params: Mapping[str, Any] | None) -> T:
     params = dict(params or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(params) - set(fields))
+    unknown = sorted(set(params) - set(fields), key=str)
     if unknown:
         raise ConfigError(unknown[0], f"unknown parameter; expected one of: {', '.join(sorted(fields))}")
     values = {}

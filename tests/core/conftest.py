@@ -15,8 +15,8 @@ MNIST_PATH = SHARED_DATA / "mnist.npz"
 
 @pytest.fixture(scope="session")
 def mnist_path() -> Path:
-    if not MNIST_PATH.is_file():
-        pytest.skip(f"shared MNIST file not found at {MNIST_PATH}")
+    if not MNIST_PATH.is_file():  # fail, not skip: a missing data file must not pass silently
+        pytest.fail(f"shared MNIST file not found at {MNIST_PATH}")
     return MNIST_PATH
 
 
