@@ -23,6 +23,7 @@ Every error names the file, the job and the field, and is raised before anything
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 from collections.abc import Mapping
@@ -40,8 +41,19 @@ from scheduler.errors import SpecError
 TOP_FIELDS = {"batch", "defaults", "jobs"}
 DEFAULT_FIELDS = {"params", "queue", "priority", "max_attempts", "timeout"}
 JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep"}
-NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
-QUEUE_RE = re.compile(r"^[a-z0-9_-]{1,50}$")
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # used with fullmatch: no trailing newline slips by
+QUEUE_RE = re.compile(r"[a-z0-9_-]{1,50}")
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; users mean a float (learning rates), as YAML 1.2 does."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +86,10 @@ def load_spec(path: str | Path, data_dir: Path) -> BatchSpec:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(path_str, f"cannot read spec: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise SpecError(path_str, f"not a UTF-8 text file (byte {e.start})") from e
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_SpecLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -111,7 +125,7 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
         if not isinstance(entry, dict):
             raise SpecError(path, "each job must be a mapping", field=f"jobs[{i}]")
         jname = entry.get("name")
-        if not isinstance(jname, str) or not NAME_RE.match(jname):
+        if not isinstance(jname, str) or not NAME_RE.fullmatch(jname):
             raise SpecError(path, "required; letters, digits, '_', '.', '-' (at most 100)",
                             job=str(jname) if jname is not None else f"#{i + 1}", field="name")
         if jname in seen_entries:
@@ -129,7 +143,7 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
 
 
 def _no_unknown(mapping: Mapping[str, Any], allowed: set[str], path: str, job: str | None, prefix: str) -> None:
-    unknown = sorted(set(mapping) - allowed)
+    unknown = sorted(set(mapping) - allowed, key=str)
     if unknown:
         raise SpecError(path, f"unknown field; expected one of: {', '.join(sorted(allowed))}", job=job,
                         field=prefix + str(unknown[0]))
@@ -137,11 +151,11 @@ def _no_unknown(mapping: Mapping[str, Any], allowed: set[str], path: str, job: s
 
 def _check_default_params(default_params: Mapping[str, Any], entries: list[Any], path: str) -> None:
     """A default param must belong to at least one kind used in the batch (so a typo is not silently ignored)."""
-    kinds = {e.get("kind") for e in entries if isinstance(e, dict)}
+    kinds = {e.get("kind") for e in entries if isinstance(e, dict) and isinstance(e.get("kind"), str)}
     known: set[str] = set()
     for k in kinds:
         if k in KINDS:
-            known |= {f for f in KINDS[k].config.__dataclass_fields__}
+            known |= {f.name for f in dataclasses.fields(KINDS[k].config)}
     for p in default_params:
         if p not in known:
             raise SpecError(path, "no job kind of this batch has this parameter", field=f"defaults.params.{p}")
@@ -151,7 +165,8 @@ def _int_field(entry: Mapping[str, Any], defaults: Mapping[str, Any], key: str, 
                path: str, job: str) -> int:
     value = entry.get(key, defaults.get(key, default))
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise SpecError(path, f"must be an integer from {lo} to {hi}, got {value!r}", job=job, field=key)
+        raise SpecError(path, f"must be an integer from {lo} to {hi}, got {value!r}", job=job,
+                        field=key if key in entry else f"defaults.{key}")
     return value
 
 
@@ -159,7 +174,7 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
             path: str, base_dir: Path, data_dir: Path) -> list[JobSpec]:
     _no_unknown(entry, JOB_FIELDS, path, jname, "")
     kind = entry.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise SpecError(path, f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}", job=jname,
                         field="kind")
     info = KINDS[kind]
@@ -167,19 +182,20 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
     if not isinstance(params, dict):
         raise SpecError(path, "must be a mapping", job=jname, field="params")
     queue = entry.get("queue", defaults.get("queue", info.queue))
-    if not isinstance(queue, str) or not QUEUE_RE.match(queue):
+    if not isinstance(queue, str) or not QUEUE_RE.fullmatch(queue):
         raise SpecError(path, f"must be a queue name such as 'gpu' or 'cpu', got {queue!r}", job=jname,
-                        field="queue")
+                        field="queue" if "queue" in entry else "defaults.queue")
     priority = _int_field(entry, defaults, "priority", 5, 0, 9, path, jname)
     max_attempts = _int_field(entry, defaults, "max_attempts", 1, 1, 100, path, jname)
     timeout = entry.get("timeout", defaults.get("timeout"))
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise SpecError(path, f"must be a number of seconds > 0, got {timeout!r}", job=jname, field="timeout")
+        raise SpecError(path, f"must be a number of seconds > 0, got {timeout!r}", job=jname,
+                        field="timeout" if "timeout" in entry else "defaults.timeout")
 
     sweep = entry.get("sweep") or {}
     if not isinstance(sweep, dict):
         raise SpecError(path, "must be a mapping of parameter -> list of values", job=jname, field="sweep")
-    fields = info.config.__dataclass_fields__
+    fields = {f.name for f in dataclasses.fields(info.config)}
     for key, values in sweep.items():
         if key not in fields:
             raise SpecError(path, "unknown parameter of kind " + repr(kind), job=jname, field=f"sweep.{key}")
@@ -187,19 +203,23 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
             raise SpecError(path, "set both in params and in sweep", job=jname, field=f"sweep.{key}")
         if not isinstance(values, list) or not values:
             raise SpecError(path, "must be a non-empty list of values", job=jname, field=f"sweep.{key}")
+        shown = [_fmt(v) for v in values]
+        if len(set(shown)) != len(shown):
+            raise SpecError(path, f"repeats a value: {values!r}", job=jname, field=f"sweep.{key}")
 
     keys = list(sweep)
     jobs = []
     for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
-        values = dict(zip(keys, combo))
+        values = dict(zip(keys, combo, strict=True))
         name = jname + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in values.items()) + "]" if values else "")
         merged = {k: v for k, v in default_params.items() if k in fields}
         merged.update(params)
         merged.update(values)
         try:
-            config = parse_config(info.config, merged)
+            config: Any = parse_config(info.config, merged)
         except ConfigError as e:
-            origin = "sweep" if e.field.split("[")[0] in values else "params"
+            name_of = e.field.split("[")[0] if isinstance(e.field, str) else e.field
+            origin = "sweep" if name_of in values else "params" if name_of in params else "defaults.params"
             raise SpecError(path, e.message, job=name, field=f"{origin}.{e.field}") from e
         full = config_to_params(config)
         if info.uses_dataset:
@@ -239,6 +259,10 @@ def _resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[s
             group = expansions[n]
             shared = [k for k in job.sweep_values if all(k in g.sweep_values for g in group)]
             group = [g for g in group if all(g.sweep_values[k] == job.sweep_values[k] for k in shared)]
+            if not group:
+                pairs = ", ".join(f"{k}={_fmt(job.sweep_values[k])}" for k in shared)
+                raise SpecError(path, f"needs {n!r}, but no job of that sweep has {pairs}", job=job.name,
+                                field="needs")
             parents.extend(g.name for g in group)
         elif n in by_name:
             parents.append(n)
@@ -269,7 +293,7 @@ def _topological(jobs: list[JobSpec], path: str) -> list[JobSpec]:
     if len(order) != len(jobs):
         stuck = next(j for j in jobs if indegree[j.name] > 0)
         cycle = _find_cycle(stuck.name, by_name)
-        raise SpecError(path, "dependency cycle: " + " -> ".join(cycle), job=stuck.name, field="needs")
+        raise SpecError(path, "dependency cycle: " + " -> ".join(cycle), job=cycle[0], field="needs")
     return order
 
 
