@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
@@ -115,7 +114,7 @@ def status(batch: int | None, limit: int, as_json: bool) -> None:
                           for b in batches]))
         return
     if not batches:
-        click.echo(f"no batches yet in {cp.settings.database_url}")
+        click.echo(f"no batches yet in {cp.store.engine.url.render_as_string(hide_password=True)}")
         return
     rows = [(b.batch.id, b.batch.name, b.status, f"{sum(b.counts.get(s, 0) for s in ('succeeded',))}/{b.total}",
              b.counts.get("running", 0), b.counts.get("failed", 0), ago(b.batch.created_at)) for b in batches]
@@ -347,4 +346,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

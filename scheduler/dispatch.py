@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from scheduler.celery_app import TASK_NAME
 from scheduler.errors import BrokerUnavailable, UserError
@@ -87,25 +89,43 @@ def submit(store: Store, app: Celery, plan: BatchPlan, no_cache: bool = False) -
     return result
 
 
-def release_children(store: Store, app: Celery, job_id: int) -> list[int]:
-    """After ``job_id`` succeeded: queue each child whose parents have now all succeeded. Returns their ids.
+def _queue_ready_children(s: Session, job_id: int) -> list[int]:
+    """Queue each pending child of ``job_id`` whose parents have all succeeded (fan-in counted in SQL).
 
     Two parents finishing at once may both see a child ready; the guarded ``pending -> queued`` lets only one
-    of them send it.
+    of them queue it.
+    """
+    return [c for c in jobrepo.ready_children(s, job_id)
+            if jobrepo.transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
+
+
+def complete_job(store: Store, app: Celery, job_id: int, by: str) -> bool:
+    """Mark a running job succeeded and queue its ready children, in one transaction; then send them.
+
+    One transaction, so no reader ever sees the parent finished and its children not yet queued. Returns False
+    (and changes nothing) if the job was no longer running.
     """
     with store.session() as s:
-        queued = [c for c in jobrepo.ready_children(s, job_id)
-                  if jobrepo.transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
+        if not jobrepo.transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=by, progress=1.0,
+                                  lease_until=None):
+            return False
+        queued = _queue_ready_children(s, job_id)
     send_jobs(app, store, queued)
-    return queued
+    return True
 
 
-def cancel_descendants(store: Store, job_id: int, reason: str) -> list[int]:
-    """After ``job_id`` failed or was cancelled: cancel everything downstream of it, saying why."""
+def end_job(store: Store, job_id: int, status: JobStatus, why: str, traceback: str | None, by: str) -> list[int]:
+    """Mark a running job failed or cancelled, with the reason, and cancel its descendants in one transaction.
+
+    Returns the descendants that were cancelled.
+    """
     with store.session() as s:
+        if not jobrepo.transition(s, job_id, JobStatus.RUNNING, status, by=by, message=why, error=why,
+                                  traceback=traceback, lease_until=None):
+            return []
         job = queries.require_job(s, job_id)
-        why = f"parent job {job.name!r} (#{job.id}) {job.status.value}: {reason}"
-        return jobrepo.request_cancel(s, jobrepo.descendants(s, job_id), why)["cancelled"]
+        reason = f"parent job {job.name!r} (#{job.id}) {status.value}: {why}"
+        return jobrepo.request_cancel(s, jobrepo.descendants(s, job_id), reason)["cancelled"]
 
 
 def cancel(store: Store, job_ids: Iterable[int], reason: str = "cancelled by user") -> dict[str, list[int]]:
@@ -128,7 +148,8 @@ def retry(store: Store, app: Celery, job_id: int) -> list[int]:
             raise UserError(str(e)) from e
         if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise UserError(f"job {job_id} is {job.status.value}: only failed or cancelled jobs can be retried")
-        reopen = dict(cancel_requested=False, error=None, traceback=None, finished_at=None, progress=0.0)
+        reopen: dict[str, Any] = dict(cancel_requested=False, error=None, traceback=None, finished_at=None,
+                                      progress=0.0)
         ready = all(queries.require_job(s, p).status is JobStatus.SUCCEEDED for p in queries.job_parents(s, job_id))
         target = JobStatus.QUEUED if ready else JobStatus.PENDING
         jobrepo.transition(s, job_id, job.status, target, message="retry requested", **reopen)

@@ -46,7 +46,8 @@ def in_process_worker(app: Celery, concurrency: int = 1, hostname: str | None = 
     )
     thread = threading.Thread(target=worker.start, name="latentfarm-embedded-worker", daemon=True)
     thread.start()
-    worker.thread = thread  # type: ignore[attr-defined]  (lets callers see whether it is still alive)
+    # lets callers see whether the worker is still alive
+    worker.thread = thread  # type: ignore[attr-defined]
     if not worker.ready.wait(30):
         raise RuntimeError("the in-process worker did not start within 30 s")
     try:

@@ -31,7 +31,7 @@ def progress_line(store: Store, batch_id: int) -> tuple[str, BatchSummary]:
 
 def follow(store: Store, batch_id: int, out: TextIO = sys.stderr, interval: float = 0.5,
            alive: Callable[[], bool] | None = None, timeout: float | None = None) -> BatchSummary:
-    """Poll the store until every job of the batch is finished; returns the final summary.
+    """Poll the store until the batch is settled (nothing queued or running); returns the final summary.
 
     ``alive`` (optional) is checked each poll: if it turns False (the embedded worker died), stop waiting.
     """
@@ -47,7 +47,7 @@ def follow(store: Store, batch_id: int, out: TextIO = sys.stderr, interval: floa
                 out.write(line + "\n")
             out.flush()
             last = line
-        if summary.done:
+        if summary.settled:
             break
         if alive is not None and not alive():
             out.write("\nthe worker stopped before the batch finished\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,20 +58,9 @@ class ControlPlane:
     def run_embedded(self, batch_id: int, out: TextIO = sys.stderr, show: bool = True) -> BatchSummary:
         """Drain the in-memory queue with an in-process worker until the batch is done."""
         with in_process_worker(self.app) as worker:
-            return follow(self.store, batch_id, out=out if show else _Null(), alive=lambda: worker_alive(worker))
+            return follow(self.store, batch_id, out=out if show else io.StringIO(), alive=lambda: worker_alive(worker))
 
     def wait(self, batch_id: int, out: TextIO = sys.stderr, show: bool = True) -> BatchSummary:
         if self.settings.embedded:
             return self.run_embedded(batch_id, out, show)
-        return follow(self.store, batch_id, out=out if show else _Null())
-
-
-class _Null:
-    def write(self, _s: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
+        return follow(self.store, batch_id, out=out if show else io.StringIO())

@@ -23,17 +23,29 @@ class BatchSummary:
 
     @property
     def done(self) -> bool:
+        """Every job has finished."""
         return sum(self.counts.get(s.value, 0) for s in TERMINAL) == self.total
 
     @property
+    def settled(self) -> bool:
+        """Nothing is queued or running: without a retry or a new submission, nothing will change.
+
+        A job's end and the queueing of its children are one transaction, so this is never seen in between.
+        """
+        return not (self.counts.get("queued") or self.counts.get("running"))
+
+    @property
     def status(self) -> str:
-        """One word for the batch: running, succeeded, failed (some job failed) or cancelled."""
-        if not self.done:
-            return "running" if self.counts.get("running") or self.counts.get("queued") else "pending"
+        """One word for the batch: pending, running, succeeded, failed (a job failed) or cancelled; ``blocked``
+        when it is settled with jobs still pending (they wait on parents that failed and were retried)."""
+        if not self.settled:
+            return "running"
         if self.counts.get("failed"):
             return "failed"
         if self.counts.get("cancelled"):
             return "cancelled"
+        if self.counts.get("pending"):
+            return "blocked"
         return "succeeded"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
@@ -39,7 +40,7 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
     log.info("job %s (%s %s) started, attempt %s", job.id, job.kind, job.name, job.attempts)
     ctx = JobContext(rt.store, rt.settings, job, worker)
     try:
-        config = parse_config(KINDS[job.kind].config, job.params)
+        config: Any = parse_config(KINDS[job.kind].config, job.params)
         HANDLERS[job.kind](ctx, config)
     except JobCancelled as e:
         return _finish_unsuccessfully(rt, job_id, JobStatus.CANCELLED, str(e), None, worker)
@@ -49,22 +50,15 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
     except Exception as e:
         why = f"{type(e).__name__}: {e}"
         return _finish_unsuccessfully(rt, job_id, JobStatus.FAILED, why, traceback.format_exc(), worker)
-    with rt.store.session() as s:
-        done = jobrepo.transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=worker, progress=1.0,
-                                  lease_until=None)
-    if not done:
+    if not dispatch.complete_job(rt.store, rt.app, job_id, by=worker):
         log.warning("job %s finished but was no longer running here: result kept, status unchanged", job_id)
         return "skipped"
     log.info("job %s succeeded", job_id)
-    dispatch.release_children(rt.store, rt.app, job_id)
     return "succeeded"
 
 
 def _finish_unsuccessfully(rt: Runtime, job_id: int, status: JobStatus, why: str, tb: str | None,
                            worker: str) -> str:
     log.log(logging.INFO if status is JobStatus.CANCELLED else logging.WARNING, "job %s %s: %s", job_id, status, why)
-    with rt.store.session() as s:
-        jobrepo.transition(s, job_id, JobStatus.RUNNING, status, by=worker, message=why, error=why,
-                           traceback=tb, lease_until=None)
-    dispatch.cancel_descendants(rt.store, job_id, why)
+    dispatch.end_job(rt.store, job_id, status, why, tb, by=worker)
     return status.value

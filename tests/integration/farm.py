@@ -41,7 +41,7 @@ def wait_done(cp: ControlPlane, batch_id: int, timeout: float = 120) -> BatchSum
             return False
 
     summary = follow(cp.store, batch_id, out=Quiet(), interval=0.05, timeout=timeout)  # type: ignore[arg-type]
-    assert summary.done, f"batch {batch_id} not done within {timeout}s: {summary.counts}"
+    assert summary.settled, f"batch {batch_id} not done within {timeout}s: {summary.counts}"
     return summary
 
 

@@ -38,7 +38,7 @@ def test_status_check_constraint_rejects_unknown_status(store: Store) -> None:
 
 
 def test_batch_is_written_whole_or_not_at_all(store: Store) -> None:
-    with pytest.raises(Exception), store.session() as s:
+    with pytest.raises(KeyError), store.session() as s:  # an edge to a job that is not in the batch
         jobrepo.create_batch(s, "b", {}, [NewJob("a", "noop", {}, "f", "cpu")], [("a", "missing")])
     with store.session() as s:
         assert queries.list_batches(s) == []
