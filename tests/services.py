@@ -77,9 +77,9 @@ def postgres_schema() -> Iterator[str]:
     try:
         yield url.render_as_string(hide_password=False)
     finally:
-        from storage.db import engine_for
+        from storage.db import dispose_engines
 
-        engine_for.cache_clear()  # close pools onto the schema before dropping it
+        dispose_engines()  # close pools onto the schema before dropping it
         with admin.connect() as c:
             c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
         admin.dispose()
