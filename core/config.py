@@ -11,7 +11,15 @@ from typing import Any, Literal
 
 from core.params import require
 
-DATASETS = ("digits", "mnist")
+IMAGE_DATASETS = ("digits", "mnist", "olivetti", "npz", "images")
+DATASETS = IMAGE_DATASETS + ("wifi",)
+AUTOENCODERS = ("conv_ae", "pool_ae", "face_ae")
+MODELS = AUTOENCODERS + ("cnn",)
+DEFAULT_Z_DIM = {"conv_ae": 16, "face_ae": 256}  # pool_ae's code is fixed at 7x7x2; a cnn has none
+DEFAULT_FILTERS = {"conv_ae": (32, 64, 128), "face_ae": (32, 64, 128, 256)}
+DEFAULT_LEARNING_RATE = 1e-3
+_WORDS = {2: "two", 3: "three"}
+SAMPLERS = ("uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpolate")
 
 
 @dataclass(frozen=True)
@@ -27,35 +35,154 @@ class NoopConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Train an autoencoder on an image dataset and save it in Keras' ``.keras`` format."""
+class DataParams:
+    """Which data a job reads. Shared by every kind that loads a dataset."""
 
-    model: Literal["conv_ae"] = "conv_ae"  # strided Conv2D encoder, Dense bottleneck, mirrored decoder
-    dataset: str = "digits"  # digits (sklearn, bundled, upscaled to 28x28) | mnist (Keras' mnist.npz layout)
-    data_path: str | None = None  # the dataset file (mnist); default: mnist.npz in LATENTFARM_DATA_DIR
-    limit: int | None = None  # train on the first N training images only (quick runs, tests)
+    dataset: str | None = "digits"  # digits | mnist | olivetti | npz | images | wifi (tabular, for cluster)
+    data_path: str | None = None  # the file (a folder for images); default: its usual name in LATENTFARM_DATA_DIR
+    limit: int | None = None  # use the first N training and first N test items only (quick runs, tests)
+    image_size: int | None = None  # resize images to this square size (olivetti: 64, image folders: 96)
+    color: Literal["grey", "rgb"] = "grey"  # image folders: keep colour or convert to grey
+    test_size: float = 0.2  # the test fraction for datasets that ship without a split (digits, wifi, olivetti...)
+
+    def validate_data(self, required: bool = True) -> None:
+        require(self.limit is None or self.limit >= 2, "limit", f"must be >= 2, got {self.limit}")
+        require(self.image_size is None or 8 <= self.image_size <= 1024, "image_size",
+                f"must be from 8 to 1024, got {self.image_size}")
+        require(0 < self.test_size < 1, "test_size", f"must be in (0, 1), got {self.test_size}")
+        if self.dataset is None:
+            require(not required, "dataset", "required")
+            require(self.data_path is None, "data_path", "given without a dataset: set params.dataset too")
+            return
+        require(self.dataset in DATASETS, "dataset",
+                f"unknown dataset {self.dataset!r}; expected one of: {', '.join(DATASETS)}")
+        require(self.dataset not in ("npz", "images") or self.data_path is not None, "data_path",
+                f"required for dataset {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(DataParams):
+    """Train an autoencoder or a CNN classifier on an image dataset; save it in Keras' ``.keras`` format."""
+
+    model: Literal["conv_ae", "pool_ae", "face_ae", "cnn"] = "conv_ae"
     epochs: int = 10  # passes over the training images
     batch_size: int = 128  # images per gradient step
-    z_dim: int = 16  # size of the Dense bottleneck (the latent code)
-    filters: tuple[int, ...] = (32, 64, 128)  # Conv2D filters of the encoder, strides 1, 2, 2
-    loss: Literal["bce", "mse"] = "bce"  # reconstruction loss: binary cross-entropy or mean squared error
+    z_dim: int | None = None  # the bottleneck size; default conv_ae 16, face_ae 256 (pool_ae, cnn: none)
+    filters: tuple[int, ...] | None = None  # encoder Conv2D filters; default conv_ae 32,64,128, face_ae +256
+    loss: Literal["bce", "mse"] = "bce"  # autoencoders' reconstruction loss (a cnn uses cross-entropy)
     optimizer: Literal["adam", "adadelta", "rmsprop", "sgd"] = "adam"
-    learning_rate: float = 1e-3  # note: Keras' adadelta default is 0.001 (the old Keras default was 1.0)
+    learning_rate: float | None = None  # default 1e-3 (for adadelta too: Keras' default is 0.001, not the old 1.0)
     validation_split: float = 0.1  # the last fraction of the training images, held out for val_loss
     seed: int = 0  # seeds weight initialisation and shuffling
 
+    def __post_init__(self) -> None:
+        # The model's defaults are filled in here, so a default left out and the same value written out are one
+        # job (one fingerprint), and the stored params say what was actually used.
+        if self.z_dim is None and self.model in DEFAULT_Z_DIM:
+            object.__setattr__(self, "z_dim", DEFAULT_Z_DIM[self.model])
+        if self.filters is None and self.model in DEFAULT_FILTERS:
+            object.__setattr__(self, "filters", DEFAULT_FILTERS[self.model])
+        if self.learning_rate is None:
+            object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE)
+
     def validate(self) -> None:
-        require(self.dataset in DATASETS, "dataset",
-                f"unknown dataset {self.dataset!r}; expected one of: {', '.join(DATASETS)}")
+        self.validate_data()
+        require(self.dataset in IMAGE_DATASETS, "dataset", f"model {self.model} needs an image dataset, "
+                f"not {self.dataset!r}")
         require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        require(self.z_dim >= 1, "z_dim", f"must be >= 1, got {self.z_dim}")
-        require(len(self.filters) == 3 and all(f >= 1 for f in self.filters), "filters",
-                f"must be three positive integers, got {list(self.filters)}")
-        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(self.z_dim is None or self.z_dim >= 1, "z_dim", f"must be >= 1, got {self.z_dim}")
+        require(self.filters is None or (len(self.filters) >= 1 and all(f >= 1 for f in self.filters)), "filters",
+                f"must be positive integers, got {list(self.filters or ())}")
+        counts = {"conv_ae": 3, "pool_ae": 2, "cnn": 2}
+        require(self.model not in counts or self.filters is None or len(self.filters) == counts[self.model],
+                "filters", f"{self.model} takes {_WORDS.get(counts.get(self.model, 0))} filter counts")
+        if self.model == "face_ae" and self.image_size is not None:
+            step = 2 ** len(self.filters or ())
+            require(self.image_size % step == 0, "image_size",
+                    f"face_ae with {len(self.filters or ())} stride-2 layers needs a multiple of {step}, "
+                    f"got {self.image_size}")
+        require(self.learning_rate is None or self.learning_rate > 0, "learning_rate",
+                f"must be > 0, got {self.learning_rate}")
         require(0 <= self.validation_split < 1, "validation_split",
                 f"must be in [0, 1), got {self.validation_split}")
-        require(self.limit is None or self.limit >= 2, "limit", f"must be >= 2, got {self.limit}")
+
+    @property
+    def latent_dim(self) -> int | None:
+        return self.z_dim
+
+    @property
+    def lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE
+
+
+@dataclass(frozen=True)
+class EncodeConfig(DataParams):
+    """Encode a dataset's train and test splits with a trained autoencoder (the train job it needs)."""
+
+    dataset: str | None = None  # default: the dataset the autoencoder was trained on (with its data_path)
+    batch_size: int = 256  # images per forward pass
+
+    def validate(self) -> None:
+        self.validate_data(required=False)
+        require(self.dataset is None or self.dataset in IMAGE_DATASETS, "dataset",
+                f"encode needs an image dataset, not {self.dataset!r}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Draw z-points with a sampler, decode them, and score the images (needs an encode job; a cnn to score)."""
+
+    sampler: Literal["uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpolate"] = "fitted_normal"
+    n: int = 1000  # how many images to draw and score
+    k_sigma: float = 2.0  # pca_ellipsoid: the ellipsoid's radius in standard deviations along each PCA axis
+    steps: int = 10  # interpolate: images per line between two encoded test images
+    grid: int = 100  # how many of the images go into the PNG grid
+    seed: int = 0
+
+    def validate(self) -> None:
+        require(self.n >= 2, "n", f"must be >= 2, got {self.n}")
+        require(self.k_sigma > 0, "k_sigma", f"must be > 0, got {self.k_sigma}")
+        require(self.steps >= 2, "steps", f"must be >= 2, got {self.steps}")
+        require(1 <= self.grid <= 400, "grid", f"must be from 1 to 400, got {self.grid}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig(DataParams):
+    """KMeans on raw features, PCA components or latents (from an encode job it needs); a k sweep; KMeans as a
+    classifier (each cluster labelled with its training majority); a 2-D picture."""
+
+    dataset: str | None = None  # the features' dataset; leave unset to cluster the latents of an encode job
+    pca: int | None = None  # cluster the first N PCA components instead of the raw features
+    k: tuple[int, ...] = (10,)  # one k, or several for a sweep (inertia and silhouette per k)
+    algorithm: Literal["kmeans", "minibatch"] = "kmeans"  # minibatch: MiniBatchKMeans, for large n and k
+    n_init: int = 10  # KMeans restarts
+    silhouette_sample: int = 5000  # silhouette on a random sample of this many points (it is O(n^2))
+    plot: Literal["pca", "tsne", "none"] = "pca"  # the 2-D picture, coloured by cluster and by label
+    plot_sample: int = 2000  # points in the picture (t-SNE is slow)
+    seed: int = 0
+
+    def validate(self) -> None:
+        self.validate_data(required=False)
+        require(self.pca is None or self.pca >= 1, "pca", f"must be >= 1, got {self.pca}")
+        require(len(self.k) >= 1 and all(2 <= k <= 10000 for k in self.k), "k",
+                f"must be integers from 2 to 10000, got {list(self.k)}")
+        require(len(set(self.k)) == len(self.k), "k", f"repeats a value: {list(self.k)}")
+        require(self.n_init >= 1, "n_init", f"must be >= 1, got {self.n_init}")
+        require(self.silhouette_sample >= 10, "silhouette_sample", f"must be >= 10, got {self.silhouette_sample}")
+        require(self.plot_sample >= 10, "plot_sample", f"must be >= 10, got {self.plot_sample}")
+
+
+@dataclass(frozen=True)
+class Input:
+    """A parent a kind consumes: how many jobs of that kind (and, for train, of which models) it needs."""
+
+    kind: str
+    role: str  # what it is used for, for error messages
+    min: int = 1
+    max: int = 1
+    models: tuple[str, ...] | None = None  # for train parents: the models that qualify
 
 
 @dataclass(frozen=True)
@@ -64,11 +191,24 @@ class KindInfo:
 
     config: type[Any]  # a frozen dataclass of the kind's parameters
     queue: Literal["gpu", "cpu"]  # the Celery queue its jobs go to unless the spec says otherwise
-    uses_dataset: bool = False  # its params name a `dataset` (and maybe a `data_path`) whose identity is hashed
+    inputs: tuple[Input, ...] = ()  # the parents it reads results from (other parents only order the jobs)
+    dataset_unless: str | None = None  # params.dataset is required unless the job needs a job of this kind
 
 
 KINDS: dict[str, KindInfo] = {
     "noop": KindInfo(NoopConfig, "cpu"),
     "sleep": KindInfo(NoopConfig, "cpu"),
-    "train": KindInfo(TrainConfig, "gpu", uses_dataset=True),
+    "train": KindInfo(TrainConfig, "gpu"),
+    "encode": KindInfo(EncodeConfig, "gpu", (Input("train", "the autoencoder to encode with", models=AUTOENCODERS),)),
+    "sample": KindInfo(SampleConfig, "gpu", (
+        Input("encode", "the latents and the autoencoder to decode with"),
+        Input("train", "the CNN that scores the samples", min=0, models=("cnn",)),
+    )),
+    "cluster": KindInfo(ClusterConfig, "cpu", (Input("encode", "the latents to cluster", min=0),),
+                        dataset_unless="encode"),
 }
+
+
+def uses_dataset(params: dict[str, Any]) -> bool:
+    """Whether a job's params name a dataset (whose identity then goes into the job's fingerprint)."""
+    return params.get("dataset") is not None

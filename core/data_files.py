@@ -11,7 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 # The file each file-backed dataset is looked up as in the data directory.
-DATA_FILES = {"mnist": "mnist.npz"}
+DATA_FILES = {"mnist": "mnist.npz", "olivetti": "olivetti_faces.npz", "wifi": "wifi_localization.txt"}
+FOLDER_DATASETS = ("images",)  # datasets whose data_path is a directory of files
 
 
 class DataFileError(ValueError):
@@ -30,6 +31,12 @@ def resolve_data_file(dataset: str, data_path: str | None, data_dir: str | os.Pa
         path = Path(data_dir) / DATA_FILES[dataset]
     else:
         path = Path(data_path)
+    if dataset in FOLDER_DATASETS:
+        if path.is_file():
+            raise DataFileError(f"{dataset} data_path must be a folder of images, not a file: {path}")
+        if not path.is_dir():
+            raise DataFileError(f"{dataset} folder not found: {path}")
+        return path.resolve()
     if not path.is_file():
         raise DataFileError(f"{dataset} data file not found: {path}")
     if not os.access(path, os.R_OK):
@@ -52,8 +59,20 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
+def folder_digest(path: Path) -> str:
+    """sha256 over a folder's files' relative names, sizes and modification times (not their bytes: an image
+    folder can hold hundreds of thousands of files; a file replaced in place still changes its mtime)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def dataset_identity(dataset: str, path: Path | None) -> str:
     """``name:sha256`` for a file-backed dataset, ``name:bundled`` for one that ships with a package."""
     if path is None:
         return f"{dataset}:bundled"
+    if path.is_dir():
+        return f"{dataset}:folder:{folder_digest(path)}"
     return f"{dataset}:{file_sha256(path)}"

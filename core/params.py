@@ -41,7 +41,12 @@ def _coerce(field: str, value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError. Ints are accepted for floats, never bools."""
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
-        for arg in get_args(tp):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(get_args(tp)):
+            return None
+        if len(args) == 1:  # Optional[X] with a value: X's own, precise error
+            return _coerce(field, value, args[0])
+        for arg in args:
             try:
                 return _coerce(field, value, arg)
             except ConfigError:
@@ -53,7 +58,8 @@ def _coerce(field: str, value: Any, tp: Any) -> Any:
         raise ConfigError(field, f"expected one of {_type_name(tp)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(field, f"expected {_type_name(tp)}, got {value!r}")
+            # one value where a list is expected (k: 10 for k: [10]) is a list of one
+            return (_coerce(field, value, get_args(tp)[0]),)
         (item_tp, *_rest) = get_args(tp)
         return tuple(_coerce(f"{field}[{i}]", v, item_tp) for i, v in enumerate(value))
     if tp is type(None):

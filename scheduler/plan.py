@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import KINDS
+from core.config import uses_dataset
 from core.data_files import dataset_identity
 from scheduler.spec import BatchSpec, JobSpec
 from storage.records import NewJob
@@ -45,7 +45,7 @@ def fingerprint(kind: str, params: Mapping[str, Any], parent_fingerprints: list[
 
 
 def job_data_identity(job: JobSpec) -> str | None:
-    if not KINDS[job.kind].uses_dataset:
+    if not uses_dataset(dict(job.params)):
         return None
     data_path = job.params.get("data_path")
     return dataset_identity(job.params["dataset"], Path(data_path) if data_path else None)

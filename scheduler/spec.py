@@ -16,7 +16,9 @@
         needs: [train]              # a swept name means every job it expanded into
 
 A job that needs a swept entry and is swept over some of the same parameters depends only on the expansions
-with equal values (train[z_dim=8] -> encode[z_dim=8]).
+with equal values. ``foreach: train`` makes one job per expansion of ``train`` (a job defined above), named and
+paired by its values: encode[z_dim=8] needs train[z_dim=8], and a sample job with ``foreach: encode`` then
+needs encode[z_dim=8], and so on down a chain.
 
 Every error names the file, the job and the field, and is raised before anything is written.
 """
@@ -40,7 +42,7 @@ from scheduler.errors import SpecError
 
 TOP_FIELDS = {"batch", "defaults", "jobs"}
 DEFAULT_FIELDS = {"params", "queue", "priority", "max_attempts", "timeout"}
-JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep"}
+JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep", "foreach"}
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # used with fullmatch: no trailing newline slips by
 QUEUE_RE = re.compile(r"[a-z0-9_-]{1,50}")
 
@@ -68,7 +70,8 @@ class JobSpec:
     priority: int
     max_attempts: int
     timeout: float | None
-    sweep_values: Mapping[str, Any] = field(default_factory=dict)
+    sweep_values: Mapping[str, Any] = field(default_factory=dict)  # its own sweep's and its foreach job's values
+    pinned: tuple[str, ...] = ()  # the expansion of its foreach job it was made for
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
     _check_default_params(default_params, entries, path)
 
     expanded: list[tuple[dict[str, Any], JobSpec]] = []
+    expansions: dict[str, list[JobSpec]] = {}
     seen_entries: dict[str, dict[str, Any]] = {}
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -131,14 +135,19 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
         if jname in seen_entries:
             raise SpecError(path, "duplicate job name", job=jname, field="name")
         seen_entries[jname] = entry
-        for job in _expand(entry, jname, defaults, default_params, path, base_dir, data_dir):
+        over = _foreach(entry, jname, expansions, path)
+        for job in _expand(entry, jname, defaults, default_params, path, base_dir, data_dir, over):
             expanded.append((entry, job))
+            expansions.setdefault(jname, []).append(job)
 
-    by_name = {j.name: j for _, j in expanded}
-    expansions: dict[str, list[JobSpec]] = {}
-    for entry, job in expanded:
-        expansions.setdefault(entry["name"], []).append(job)
+    by_name: dict[str, JobSpec] = {}
+    for _, job in expanded:
+        if job.name in by_name:
+            raise SpecError(path, "two jobs expand to this name: rename one", job=job.name, field="name")
+        by_name[job.name] = job
     resolved = [_resolve_needs(entry, job, expansions, by_name, path) for entry, job in expanded]
+    for job in resolved:
+        _check_inputs(job, [by_name[p] for p in job.needs], path)
     return BatchSpec(name=name.strip(), path=path, raw=raw, jobs=tuple(_topological(resolved, path)))
 
 
@@ -161,6 +170,16 @@ def _check_default_params(default_params: Mapping[str, Any], entries: list[Any],
             raise SpecError(path, "no job kind of this batch has this parameter", field=f"defaults.params.{p}")
 
 
+def _foreach(entry: Mapping[str, Any], jname: str, expansions: Mapping[str, list[JobSpec]],
+             path: str) -> list[JobSpec] | None:
+    target = entry.get("foreach")
+    if target is None:
+        return None
+    if not isinstance(target, str) or target not in expansions:
+        raise SpecError(path, f"must name a job defined above this one, got {target!r}", job=jname, field="foreach")
+    return expansions[target]
+
+
 def _int_field(entry: Mapping[str, Any], defaults: Mapping[str, Any], key: str, default: int, lo: int, hi: int,
                path: str, job: str) -> int:
     value = entry.get(key, defaults.get(key, default))
@@ -171,7 +190,7 @@ def _int_field(entry: Mapping[str, Any], defaults: Mapping[str, Any], key: str, 
 
 
 def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], default_params: Mapping[str, Any],
-            path: str, base_dir: Path, data_dir: Path) -> list[JobSpec]:
+            path: str, base_dir: Path, data_dir: Path, over: list[JobSpec] | None) -> list[JobSpec]:
     _no_unknown(entry, JOB_FIELDS, path, jname, "")
     kind = entry.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
@@ -208,10 +227,17 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
             raise SpecError(path, f"repeats a value: {values!r}", job=jname, field=f"sweep.{key}")
 
     keys = list(sweep)
+    for parent in over or []:
+        clash = sorted(set(keys) & set(parent.sweep_values))
+        if clash:
+            raise SpecError(path, f"also swept by its foreach job {parent.name!r}", job=jname,
+                            field=f"sweep.{clash[0]}")
     jobs = []
-    for combo in itertools.product(*(sweep[k] for k in keys)) if keys else [()]:
+    parents: list[JobSpec | None] = list(over) if over else [None]
+    for parent, combo in itertools.product(parents, itertools.product(*(sweep[k] for k in keys))):
         values = dict(zip(keys, combo, strict=True))
-        name = jname + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in values.items()) + "]" if values else "")
+        labels = {**(parent.sweep_values if parent else {}), **values}
+        name = jname + ("[" + ",".join(f"{k}={_fmt(v)}" for k, v in labels.items()) + "]" if labels else "")
         merged = {k: v for k, v in default_params.items() if k in fields}
         merged.update(params)
         merged.update(values)
@@ -219,14 +245,15 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
             config: Any = parse_config(info.config, merged)
         except ConfigError as e:
             name_of = e.field.split("[")[0] if isinstance(e.field, str) else e.field
-            origin = "sweep" if name_of in values else "params" if name_of in params else "defaults.params"
+            from_defaults = name_of in default_params and name_of not in params
+            origin = "sweep" if name_of in values else "defaults.params" if from_defaults else "params"
             raise SpecError(path, e.message, job=name, field=f"{origin}.{e.field}") from e
         full = config_to_params(config)
-        if info.uses_dataset:
+        if full.get("dataset") is not None:
             full["data_path"] = _data_path(full, base_dir, data_dir, path, name)
         jobs.append(JobSpec(name=name, kind=kind, params=full, needs=(), queue=queue, priority=priority,
                             max_attempts=max_attempts, timeout=float(timeout) if timeout is not None else None,
-                            sweep_values=values))
+                            sweep_values=labels, pinned=(parent.name,) if parent else ()))
     return jobs
 
 
@@ -253,8 +280,10 @@ def _resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[s
         needs = [needs]
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
         raise SpecError(path, "must be a job name or a list of job names", job=job.name, field="needs")
-    parents: list[str] = []
+    parents: list[str] = list(job.pinned)
     for n in needs:
+        if n == entry.get("foreach"):
+            continue  # its own expansion is pinned already
         if n in expansions:
             group = expansions[n]
             shared = [k for k in job.sweep_values if all(k in g.sweep_values for g in group)]
@@ -271,6 +300,32 @@ def _resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[s
     if job.name in parents or entry["name"] in needs:
         raise SpecError(path, "a job cannot need itself", job=job.name, field="needs")
     return JobSpec(**{**job.__dict__, "needs": tuple(dict.fromkeys(parents))})
+
+
+def _check_inputs(job: JobSpec, parents: list[JobSpec], path: str) -> None:
+    """The parents a kind reads results from are there, in the right number and of the right model."""
+    info = KINDS[job.kind]
+    for inp in info.inputs:
+        found = [p for p in parents if p.kind == inp.kind
+                 and (inp.models is None or p.params.get("model") in inp.models)]
+        what = inp.kind + (f" job of model {' or '.join(inp.models)}" if inp.models else " job")
+        if len(found) < inp.min:
+            article = "an" if what[0] in "aeiou" else "a"
+            raise SpecError(path, f"needs {article} {what} ({inp.role})", job=job.name, field="needs")
+        if len(found) > inp.max:
+            names = ", ".join(p.name for p in found)
+            raise SpecError(path, f"needs at most {inp.max} {what} ({inp.role}), got {names}", job=job.name,
+                            field="needs")
+    if info.dataset_unless:
+        has_input = any(p.kind == info.dataset_unless for p in parents)
+        article = "an" if info.dataset_unless[0] in "aeiou" else "a"
+        if job.params.get("dataset") is None and not has_input:
+            raise SpecError(path, f"required unless the job needs {article} {info.dataset_unless} job", job=job.name,
+                            field="params.dataset")
+        if job.params.get("dataset") is not None and has_input:
+            raise SpecError(path, f"set (here or by defaults.params) while the job also needs {article} "
+                            f"{info.dataset_unless} job: it would cluster the dataset, not that job's output. "
+                            "Remove one", job=job.name, field="params.dataset")
 
 
 def _topological(jobs: list[JobSpec], path: str) -> list[JobSpec]:

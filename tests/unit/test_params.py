@@ -9,7 +9,16 @@ from typing import Literal
 
 import pytest
 
-from core.config import KINDS, NoopConfig, TrainConfig
+from core.config import (
+    DATASETS,
+    IMAGE_DATASETS,
+    KINDS,
+    ClusterConfig,
+    EncodeConfig,
+    NoopConfig,
+    SampleConfig,
+    TrainConfig,
+)
 from core.params import ConfigError, config_to_params, parse_config, require
 
 
@@ -111,13 +120,36 @@ def test_float_accepted_for_float() -> None:
     ("learning_rate", True, "expected float, got True"),
     ("learning_rate", "0.1", "expected float, got '0.1'"),
     ("dataset", 1, "expected str, got 1"),
-    ("limit", True, "expected int | null, got True"),
-    ("limit", 2.5, "expected int | null, got 2.5"),
-    ("data_path", 3, "expected str | null, got 3"),
+    # Optional[X] given a value: X's own error, not "X | null"
+    ("limit", True, "expected int, got True"),
+    ("limit", 2.5, "expected int, got 2.5"),
+    ("limit", "5", "expected int, got '5'"),
+    ("data_path", 3, "expected str, got 3"),
+    ("z_dim", "8", "expected int, got '8'"),
+    ("learning_rate", "fast", "expected float, got 'fast'"),
+    ("image_size", 64.0, "expected int, got 64.0"),
 ])
 def test_wrong_types(param: str, value: object, message: str) -> None:
     e = config_error(TrainConfig, {param: value})
     assert (e.field, e.message) == (param, message)
+
+
+def test_union_of_several_types_names_them_all() -> None:
+    @dataclass(frozen=True)
+    class Either:
+        x: int | str | None = None
+
+    assert parse_config(Either, {"x": 3}).x == 3
+    assert parse_config(Either, {"x": "a"}).x == "a"
+    assert parse_config(Either, {"x": None}).x is None
+    e = config_error(Either, {"x": 2.5})
+    assert (e.field, e.message) == ("x", "expected int | str | null, got 2.5")
+
+
+def test_optional_list_item_error_names_the_item() -> None:
+    # filters is Optional[tuple[int, ...]]: a bad item is reported as the item, not as "list | null"
+    e = config_error(TrainConfig, {"filters": [8, "16", 32]})
+    assert (e.field, e.message) == ("filters[1]", "expected int, got '16'")
 
 
 @pytest.mark.parametrize("value", [1, 0, "yes", None])
@@ -138,14 +170,44 @@ def test_list_becomes_tuple() -> None:
 
 
 @pytest.mark.parametrize("value,field,message", [
-    ("8,16,32", "filters", "expected list of int, got '8,16,32'"),
-    (32, "filters", "expected list of int, got 32"),
+    # a scalar is a list of one, so a string is checked as one item
+    ("8,16,32", "filters", "expected int, got '8,16,32'"),
     ([8, "16", 32], "filters[1]", "expected int, got '16'"),
     ([8, 16, True], "filters[2]", "expected int, got True"),
     ([8.0, 16, 32], "filters[0]", "expected int, got 8.0"),
 ])
 def test_list_items_checked(value: object, field: str, message: str) -> None:
     e = config_error(TrainConfig, {"filters": value})
+    assert (e.field, e.message) == (field, message)
+
+
+@pytest.mark.parametrize("cls,params,attr,expected", [
+    (ClusterConfig, {"k": 10}, "k", (10,)),
+    (ClusterConfig, {"k": [10]}, "k", (10,)),
+    (ClusterConfig, {"k": [2, 3, 4]}, "k", (2, 3, 4)),
+    (TrainConfig, {"model": "face_ae", "filters": 32}, "filters", (32,)),
+    (Needy, {"n": 1, "tags": "a"}, "tags", ("a",)),
+], ids=["k-scalar", "k-list-of-one", "k-list", "filters-scalar", "tags-scalar"])
+def test_scalar_is_a_list_of_one(cls: type, params: dict, attr: str, expected: tuple) -> None:
+    config = parse_config(cls, params)
+    assert getattr(config, attr) == expected
+    assert config_to_params(config)[attr] == list(expected)
+
+
+def test_scalar_filters_for_conv_ae_refused_by_the_three_filters_rule() -> None:
+    # filters: 32 is (32,), which conv_ae refuses: the message is about the count, not the type
+    e = config_error(TrainConfig, {"filters": 32})
+    assert (e.field, e.message) == ("filters", "conv_ae takes three filter counts")
+
+
+@pytest.mark.parametrize("value,field,message", [
+    (None, "k", "expected int, got None"),
+    ("10", "k", "expected int, got '10'"),
+    (True, "k", "expected int, got True"),
+    ([2, "x"], "k[1]", "expected int, got 'x'"),
+])
+def test_cluster_k_types(value: object, field: str, message: str) -> None:
+    e = config_error(ClusterConfig, {"k": value})
     assert (e.field, e.message) == (field, message)
 
 
@@ -156,7 +218,8 @@ def test_tuple_of_str() -> None:
 
 
 @pytest.mark.parametrize("param,value", [("loss", "mse"), ("loss", "bce"), ("optimizer", "rmsprop"),
-                                         ("model", "conv_ae")])
+                                         ("model", "conv_ae"), ("model", "pool_ae"), ("model", "face_ae"),
+                                         ("model", "cnn"), ("color", "rgb")])
 def test_literal_accepted(param: str, value: str) -> None:
     assert getattr(parse_config(TrainConfig, {param: value}), param) == value
 
@@ -167,7 +230,8 @@ def test_literal_accepted(param: str, value: str) -> None:
     ("loss", None, "expected one of 'bce' | 'mse', got None"),
     ("loss", ["bce"], "expected one of 'bce' | 'mse', got ['bce']"),
     ("optimizer", "adamw", "expected one of 'adam' | 'adadelta' | 'rmsprop' | 'sgd', got 'adamw'"),
-    ("model", "vae", "expected one of 'conv_ae', got 'vae'"),
+    ("model", "vae", "expected one of 'conv_ae' | 'pool_ae' | 'face_ae' | 'cnn', got 'vae'"),
+    ("color", "RGB", "expected one of 'grey' | 'rgb', got 'RGB'"),
 ])
 def test_literal_rejected(param: str, value: object, message: str) -> None:
     e = config_error(TrainConfig, {param: value})
@@ -199,23 +263,152 @@ def test_optional_none() -> None:
 
 
 @pytest.mark.parametrize("param,value,message", [
-    ("dataset", "cifar10", "unknown dataset 'cifar10'; expected one of: digits, mnist"),
+    ("dataset", "cifar10", "unknown dataset 'cifar10'; expected one of: digits, mnist, olivetti, npz, images, wifi"),
+    ("dataset", None, "required"),
+    ("dataset", "wifi", "model conv_ae needs an image dataset, not 'wifi'"),
     ("epochs", 0, "must be >= 1, got 0"),
     ("epochs", -3, "must be >= 1, got -3"),
     ("batch_size", 0, "must be >= 1, got 0"),
     ("z_dim", 0, "must be >= 1, got 0"),
-    ("filters", [8, 16], "must be three positive integers, got [8, 16]"),
-    ("filters", [8, 16, 32, 64], "must be three positive integers, got [8, 16, 32, 64]"),
-    ("filters", [8, 0, 32], "must be three positive integers, got [8, 0, 32]"),
+    ("filters", [8, 16], "conv_ae takes three filter counts"),
+    ("filters", [8, 16, 32, 64], "conv_ae takes three filter counts"),
+    ("filters", [], "must be positive integers, got []"),
     ("learning_rate", 0, "must be > 0, got 0.0"),
     ("learning_rate", -0.1, "must be > 0, got -0.1"),
     ("validation_split", 1, "must be in [0, 1), got 1.0"),
     ("validation_split", -0.1, "must be in [0, 1), got -0.1"),
     ("limit", 1, "must be >= 2, got 1"),
+    ("image_size", 7, "must be from 8 to 1024, got 7"),
+    ("image_size", 1025, "must be from 8 to 1024, got 1025"),
+    ("test_size", 0, "must be in (0, 1), got 0.0"),
+    ("test_size", 1, "must be in (0, 1), got 1.0"),
 ])
 def test_train_validate_ranges(param: str, value: object, message: str) -> None:
     e = config_error(TrainConfig, {param: value})
     assert (e.field, e.message) == (param, message)
+
+
+@pytest.mark.parametrize("model", ["conv_ae", "pool_ae", "face_ae", "cnn"])
+def test_train_on_wifi_is_refused_for_every_model(model: str) -> None:
+    e = config_error(TrainConfig, {"model": model, "dataset": "wifi"})
+    assert (e.field, e.message) == ("dataset", f"model {model} needs an image dataset, not 'wifi'")
+
+
+@pytest.mark.parametrize("model,filters", [("conv_ae", [8, 0, 32]), ("pool_ae", [8, 0]), ("cnn", [-1])])
+def test_filters_must_be_positive(model: str, filters: list) -> None:
+    e = config_error(TrainConfig, {"model": model, "filters": filters})
+    assert e.field == "filters"
+    assert e.message.startswith("must be positive integers, got ")
+
+
+def test_filters_error_shows_the_list_the_user_wrote() -> None:
+    e = config_error(TrainConfig, {"filters": [8, 0, 32]})
+    assert (e.field, e.message) == ("filters", "must be positive integers, got [8, 0, 32]")
+
+
+@pytest.mark.parametrize("model,filters", [("pool_ae", [8, 4]), ("face_ae", [8]), ("face_ae", [16, 32]),
+                                           ("cnn", [32, 64]), ("conv_ae", [1, 1, 1])])
+def test_filter_counts_other_than_three_for_other_models(model: str, filters: list) -> None:
+    assert parse_config(TrainConfig, {"model": model, "filters": filters}).filters == tuple(filters)
+
+
+@pytest.mark.parametrize("model,filters", [("pool_ae", [8]), ("pool_ae", [8, 16, 32]), ("cnn", [64])])
+def test_pool_ae_and_cnn_take_two_filter_counts(model: str, filters: list) -> None:
+    e = config_error(TrainConfig, {"model": model, "filters": filters})
+    assert (e.field, e.message) == ("filters", f"{model} takes two filter counts")
+
+
+def test_face_ae_image_size_must_divide_by_its_strides() -> None:
+    assert parse_config(TrainConfig, {"model": "face_ae", "image_size": 96}).image_size == 96
+    e = config_error(TrainConfig, {"model": "face_ae", "image_size": 100})
+    assert (e.field, e.message) == ("image_size", "face_ae with 4 stride-2 layers needs a multiple of 16, got 100")
+
+
+def test_train_none_means_the_models_default() -> None:
+    config = TrainConfig()  # the model's defaults are filled in: the stored params say what was used
+    assert (config.z_dim, config.filters, config.learning_rate) == (16, (32, 64, 128), 1e-3)
+    assert config.latent_dim == 16 and config.lr == 1e-3
+    assert TrainConfig(model="face_ae").filters == (32, 64, 128, 256)
+    assert TrainConfig(model="pool_ae").filters is None and TrainConfig(model="cnn").filters is None
+    assert TrainConfig(model="face_ae").latent_dim == 256
+    assert TrainConfig(model="pool_ae").latent_dim is None
+    assert TrainConfig(model="cnn").latent_dim is None
+    assert TrainConfig(model="pool_ae", z_dim=8).latent_dim == 8
+    assert TrainConfig(learning_rate=0.5).lr == 0.5
+    assert parse_config(TrainConfig, {"z_dim": None, "filters": None, "learning_rate": None}) == config
+
+
+@pytest.mark.parametrize("dataset", IMAGE_DATASETS)
+def test_train_accepts_every_image_dataset(dataset: str) -> None:
+    params = {"dataset": dataset, "data_path": "/x"} if dataset in ("npz", "images") else {"dataset": dataset}
+    assert parse_config(TrainConfig, params).dataset == dataset
+
+
+def test_dataset_lists() -> None:
+    assert IMAGE_DATASETS == ("digits", "mnist", "olivetti", "npz", "images")
+    assert DATASETS == IMAGE_DATASETS + ("wifi",)
+
+
+# ----------------------------------------------------------------------------------------------------
+# encode, sample, cluster: validate()
+
+
+@pytest.mark.parametrize("cls,param,value,message", [
+    (EncodeConfig, "dataset", "wifi", "encode needs an image dataset, not 'wifi'"),
+    (EncodeConfig, "dataset", "cifar10",
+     "unknown dataset 'cifar10'; expected one of: digits, mnist, olivetti, npz, images, wifi"),
+    (EncodeConfig, "batch_size", 0, "must be >= 1, got 0"),
+    (SampleConfig, "n", 1, "must be >= 2, got 1"),
+    (SampleConfig, "k_sigma", 0, "must be > 0, got 0.0"),
+    (SampleConfig, "steps", 1, "must be >= 2, got 1"),
+    (SampleConfig, "grid", 0, "must be from 1 to 400, got 0"),
+    (SampleConfig, "grid", 401, "must be from 1 to 400, got 401"),
+    (SampleConfig, "sampler", "gauss",
+     "expected one of 'uniform_box' | 'normal' | 'fitted_normal' | 'pca_ellipsoid' | 'interpolate', got 'gauss'"),
+    (ClusterConfig, "pca", 0, "must be >= 1, got 0"),
+    (ClusterConfig, "k", 1, "must be integers from 2 to 10000, got [1]"),
+    (ClusterConfig, "k", [], "must be integers from 2 to 10000, got []"),
+    (ClusterConfig, "k", [2, 10001], "must be integers from 2 to 10000, got [2, 10001]"),
+    (ClusterConfig, "k", [3, 4, 3], "repeats a value: [3, 4, 3]"),
+    (ClusterConfig, "n_init", 0, "must be >= 1, got 0"),
+    (ClusterConfig, "silhouette_sample", 9, "must be >= 10, got 9"),
+    (ClusterConfig, "plot_sample", 9, "must be >= 10, got 9"),
+    (ClusterConfig, "plot", "umap", "expected one of 'pca' | 'tsne' | 'none', got 'umap'"),
+    (ClusterConfig, "algorithm", "dbscan", "expected one of 'kmeans' | 'minibatch', got 'dbscan'"),
+])
+def test_new_kinds_validate(cls: type, param: str, value: object, message: str) -> None:
+    e = config_error(cls, {param: value})
+    assert (e.field, e.message) == (param, message)
+
+
+@pytest.mark.parametrize("cls,params,field,message", [
+    (ClusterConfig, {"dataset": "wifi", "limit": 1}, "limit", "must be >= 2, got 1"),
+    (ClusterConfig, {"dataset": "wifi", "test_size": 1}, "test_size", "must be in (0, 1), got 1.0"),
+    (TrainConfig, {"dataset": "npz"}, "data_path", "required for dataset 'npz'"),
+    (TrainConfig, {"dataset": "images"}, "data_path", "required for dataset 'images'"),
+    (ClusterConfig, {"dataset": "npz"}, "data_path", "required for dataset 'npz'"),
+    (EncodeConfig, {"dataset": "images"}, "data_path", "required for dataset 'images'"),
+    (EncodeConfig, {"dataset": "mnist", "image_size": 4}, "image_size", "must be from 8 to 1024, got 4"),
+])
+def test_data_params_checked_when_a_dataset_is_set(cls: type, params: dict, field: str, message: str) -> None:
+    e = config_error(cls, params)
+    assert (e.field, e.message) == (field, message)
+
+
+@pytest.mark.parametrize("cls", [EncodeConfig, ClusterConfig])
+@pytest.mark.parametrize("param,value", [("limit", 1), ("test_size", 7), ("image_size", 3)])
+def test_data_params_checked_without_a_dataset(cls: type, param: str, value: object) -> None:
+    e = config_error(cls, {param: value})
+    assert e.field == param
+
+
+def test_new_kinds_defaults() -> None:
+    assert EncodeConfig().dataset is None  # the autoencoder's own dataset
+    assert ClusterConfig().dataset is None  # latents of an encode job
+    assert ClusterConfig().k == (10,)
+    assert TrainConfig().dataset == "digits"
+    assert parse_config(ClusterConfig, {"dataset": "wifi", "k": [2, 3, 4]}).k == (2, 3, 4)
+    assert parse_config(EncodeConfig, {}).dataset is None
 
 
 @pytest.mark.parametrize("params", [{"epochs": 1}, {"batch_size": 1}, {"z_dim": 1}, {"filters": [1, 1, 1]},
@@ -258,26 +451,54 @@ def test_require() -> None:
 def test_config_to_params_has_every_field_json_ready() -> None:
     params = config_to_params(TrainConfig())
     assert list(params) == [f.name for f in dataclasses.fields(TrainConfig)]
-    assert params["filters"] == [32, 64, 128] and isinstance(params["filters"], list)
-    assert params["data_path"] is None and params["limit"] is None
+    assert params["filters"] == [32, 64, 128]  # conv_ae's default, filled in
+    assert (params["z_dim"], params["learning_rate"]) == (16, 1e-3)
+    assert params["data_path"] is None and params["limit"] is None and params["image_size"] is None
+    assert (params["dataset"], params["color"], params["test_size"]) == ("digits", "grey", 0.2)
     assert json.loads(json.dumps(params)) == params
+    filters = config_to_params(TrainConfig(filters=(32, 64, 128)))["filters"]
+    assert filters == [32, 64, 128] and isinstance(filters, list)
+    for cls in (EncodeConfig, SampleConfig, ClusterConfig):
+        params = config_to_params(cls())
+        assert list(params) == [f.name for f in dataclasses.fields(cls)]
+        assert json.loads(json.dumps(params)) == params
+    assert config_to_params(ClusterConfig())["k"] == [10]
 
 
 @pytest.mark.parametrize("config", [
     TrainConfig(),
-    TrainConfig(dataset="mnist", data_path="/d/mnist.npz", limit=100, epochs=2, batch_size=32, z_dim=8,
-                filters=(16, 32, 64), loss="mse", optimizer="adadelta", learning_rate=1.0,
-                validation_split=0.0, seed=7),
+    TrainConfig(dataset="mnist", data_path="/d/mnist.npz", limit=100, image_size=32, color="rgb", test_size=0.3,
+                model="conv_ae", epochs=2, batch_size=32, z_dim=8, filters=(16, 32, 64), loss="mse",
+                optimizer="adadelta", learning_rate=1.0, validation_split=0.0, seed=7),
+    TrainConfig(dataset="olivetti", model="face_ae", filters=(16,), image_size=64),
+    TrainConfig(dataset="images", data_path="/d/faces", model="cnn", color="rgb"),
+    EncodeConfig(),
+    EncodeConfig(dataset="npz", data_path="/d/x.npz", limit=10, image_size=28, color="rgb", test_size=0.5,
+                 batch_size=7),
+    SampleConfig(),
+    SampleConfig(sampler="pca_ellipsoid", n=10, k_sigma=1.5, steps=3, grid=4, seed=2),
+    ClusterConfig(),
+    ClusterConfig(dataset="wifi", data_path="/d/w.txt", limit=50, test_size=0.25, pca=2, k=(2, 3, 4),
+                  algorithm="minibatch", n_init=3, silhouette_sample=100, plot="tsne", plot_sample=50, seed=1),
     NoopConfig(),
     NoopConfig(seconds=0.5, fail=True, value=3.0),
     Needy(n=4, name="q", rate=0.5, tags=("a", "b"), mode="b"),
-], ids=["train-default", "train-custom", "noop-default", "noop-custom", "needy"])
+], ids=["train-default", "train-custom", "train-face_ae", "train-cnn", "encode-default", "encode-custom",
+        "sample-default", "sample-custom", "cluster-default", "cluster-custom", "noop-default", "noop-custom",
+        "needy"])
 def test_config_to_params_round_trips(config: object) -> None:
     params = config_to_params(config)
     again = parse_config(type(config), params)
     assert again == config
     assert config_to_params(again) == params
     assert parse_config(type(config), json.loads(json.dumps(params))) == config
+
+
+def test_kinds() -> None:
+    assert sorted(KINDS) == ["cluster", "encode", "noop", "sample", "sleep", "train"]
+    assert {k: (i.config, i.queue) for k, i in KINDS.items()} == {
+        "noop": (NoopConfig, "cpu"), "sleep": (NoopConfig, "cpu"), "train": (TrainConfig, "gpu"),
+        "encode": (EncodeConfig, "gpu"), "sample": (SampleConfig, "gpu"), "cluster": (ClusterConfig, "cpu")}
 
 
 def test_every_kind_parses_its_own_defaults() -> None:

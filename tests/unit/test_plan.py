@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import scheduler.plan
-from core.config import NoopConfig, TrainConfig
-from core.params import config_to_params
+from core.config import KINDS, NoopConfig, TrainConfig
+from core.params import config_to_params, parse_config
 from scheduler.plan import LOCATION_PARAMS, BatchPlan, fingerprint, job_data_identity, plan_batch
 from scheduler.spec import BatchSpec, load_spec
 from storage.records import NewJob
@@ -53,30 +53,39 @@ def test_fingerprint_ignores_param_order_and_parent_order() -> None:
                                                                         None)
 
 
-# Every parameter but the file location, each with a value different from its default.
+# Every parameter of every kind but the file location, each with a value different from its default.
+DATA_VALUES = {"dataset": "mnist", "limit": 100, "image_size": 64, "color": "rgb", "test_size": 0.3}
 OTHER_VALUES = {
-    "model": None,  # a single-valued Literal: see below
-    "dataset": "mnist",
-    "limit": 100,
-    "epochs": 11,
-    "batch_size": 64,
-    "z_dim": 32,
-    "filters": [32, 64, 64],
-    "loss": "mse",
-    "optimizer": "sgd",
-    "learning_rate": 0.01,
-    "validation_split": 0.2,
-    "seed": 1,
+    "train": {**DATA_VALUES, "model": "pool_ae", "epochs": 11, "batch_size": 64, "z_dim": 32, "filters": [32, 64, 64],
+              "loss": "mse", "optimizer": "sgd", "learning_rate": 0.01, "validation_split": 0.2, "seed": 1},
+    "encode": {**DATA_VALUES, "batch_size": 64},
+    "sample": {"sampler": "normal", "n": 10, "k_sigma": 1.0, "steps": 3, "grid": 9, "seed": 1},
+    "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "k": [2, 3], "algorithm": "minibatch", "n_init": 3,
+                "silhouette_sample": 100, "plot": "tsne", "plot_sample": 100, "seed": 1},
+    "noop": {"seconds": 1.0, "fail": True, "value": 2.0},
 }
+OTHER_VALUES["sleep"] = OTHER_VALUES["noop"]
+KIND_PARAMS = [(kind, name) for kind in sorted(KINDS)
+               for name in sorted(set(KINDS[kind].config.__dataclass_fields__) - LOCATION_PARAMS)]
 
 
-@pytest.mark.parametrize("param", sorted(set(TrainConfig.__dataclass_fields__) - LOCATION_PARAMS))
-def test_fingerprint_changes_with_every_param(param: str) -> None:
-    assert param in OTHER_VALUES, f"add a value for the new parameter {param!r} to this test"
-    other = OTHER_VALUES[param] if OTHER_VALUES[param] is not None else "other_model"
-    assert other != TRAIN[param]
-    changed = {**TRAIN, param: other}
-    assert fingerprint("train", changed, [], None) != fingerprint("train", TRAIN, [], None)
+@pytest.mark.parametrize("kind,param", KIND_PARAMS, ids=[f"{k}-{p}" for k, p in KIND_PARAMS])
+def test_fingerprint_changes_with_every_param(kind: str, param: str) -> None:
+    assert kind in OTHER_VALUES, f"add the new kind {kind!r} to this test"
+    assert param in OTHER_VALUES[kind], f"add a value for the new parameter {kind}.{param} to this test"
+    base = config_to_params(KINDS[kind].config())
+    other = OTHER_VALUES[kind][param]
+    assert other != base[param]
+    changed = {**base, param: other}
+    assert fingerprint(kind, changed, [], None) != fingerprint(kind, base, [], None)
+
+
+def test_other_values_are_valid_params() -> None:
+    for kind, values in OTHER_VALUES.items():
+        for param, value in values.items():
+            if param == "dataset" and value in ("npz", "images"):
+                continue
+            parse_config(KINDS[kind].config, {param: value})  # raises if the test's value is itself invalid
 
 
 def test_fingerprint_changes_with_noop_params() -> None:
@@ -108,6 +117,23 @@ def test_fingerprint_changes_with_data_identity() -> None:
     base = fingerprint("train", TRAIN, [], "mnist:aaaa")
     assert fingerprint("train", TRAIN, [], "mnist:bbbb") != base
     assert fingerprint("train", TRAIN, [], None) != base
+
+
+# Golden values: a change here means every stored result of that kind stops being reused. That is right when the
+# job's parameters or code changed (then bump FINGERPRINT_VERSION if the code alone changed); update them knowingly.
+GOLDEN = {
+    "noop": "124c98ade757d53da6f4463d8c59afcb573f87b6bcfafae1a24a0402b8f5db3a",
+    # TrainConfig with DataParams (image_size, color, test_size) and None for the model's z_dim/filters/lr
+    "train": "e527868db5daa7a788b77b9287bf3d2c60e0da50729cc521c3cce707bab99c44",
+    "cluster": "a68c8d0ec8220424d9c8d0bb7aa82f2c2174884660821a2a1d729bcf57ed45ed",
+}
+
+
+def test_fingerprint_golden_values() -> None:
+    assert scheduler.plan.FINGERPRINT_VERSION == 1
+    assert fingerprint("noop", config_to_params(NoopConfig()), [], None) == GOLDEN["noop"]
+    assert fingerprint("train", TRAIN, [], "digits:bundled") == GOLDEN["train"]
+    assert fingerprint("cluster", config_to_params(KINDS["cluster"].config()), ["p"], None) == GOLDEN["cluster"]
 
 
 def test_fingerprint_changes_with_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,8 +169,15 @@ def test_plan_fingerprint_changes_with_a_param(tmp_path: Path) -> None:
 
 def test_plan_fingerprint_uses_completed_params(tmp_path: Path) -> None:
     # a parameter set to its default value is the same job as the parameter left out
-    assert train_fp(tmp_path, "{epochs: 10, z_dim: 16}") == train_fp(tmp_path, "{}")
+    assert train_fp(tmp_path, "{epochs: 10, seed: 0, model: conv_ae}") == train_fp(tmp_path, "{}")
+    assert train_fp(tmp_path, "{z_dim: null, filters: null, learning_rate: null}") == train_fp(tmp_path, "{}")
     assert train_fp(tmp_path, "{learning_rate: 1}") == train_fp(tmp_path, "{learning_rate: 1.0}")
+    assert train_fp(tmp_path, "{model: face_ae, filters: 8}") == train_fp(tmp_path, "{model: face_ae, filters: [8]}")
+
+
+@pytest.mark.parametrize("explicit", ["{z_dim: 16}", "{learning_rate: 0.001}", "{filters: [32, 64, 128]}"])
+def test_plan_fingerprint_model_default_written_out(tmp_path: Path, explicit: str) -> None:
+    assert train_fp(tmp_path, explicit) == train_fp(tmp_path, "{}")
 
 
 def test_plan_fingerprint_changes_with_kind(tmp_path: Path) -> None:
@@ -228,6 +261,12 @@ def test_data_content_changes_the_fingerprint(tmp_path: Path, shared_data: Path)
     fake = train_fp(tmp_path, "{dataset: mnist, data_path: fake.npz}")
     assert real != fake
     assert fake == train_fp(tmp_path, "{dataset: mnist, data_path: fake.npz}")
+
+
+def test_fingerprint_default_differs_from_another_value() -> None:
+    # z_dim 16 (conv_ae's default, filled in) and z_dim 8 are different jobs
+    assert TRAIN["z_dim"] == 16
+    assert fingerprint("train", TRAIN, [], None) != fingerprint("train", {**TRAIN, "z_dim": 8}, [], None)
 
 
 def test_data_identity_of_digits_and_noop(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,53 +14,7 @@ from core.config import NoopConfig, TrainConfig
 from core.params import config_to_params
 from scheduler.errors import SpecError, UserError
 from scheduler.spec import BatchSpec, JobSpec, load_spec, parse_spec
-
-
-def write(tmp_path: Path, text: str, name: str = "batch.yaml") -> Path:
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def load(tmp_path: Path, text: str, data_dir: Path | None = None) -> BatchSpec:
-    return load_spec(write(tmp_path, text), data_dir or tmp_path / "no-data")
-
-
-def spec_error(tmp_path: Path, text: str, data_dir: Path | None = None) -> SpecError:
-    path = write(tmp_path, text)
-    with pytest.raises(SpecError) as info:
-        load_spec(path, data_dir or tmp_path / "no-data")
-    e = info.value
-    assert e.path == str(path)
-    assert_one_line(e)
-    return e
-
-
-def assert_one_line(e: SpecError) -> None:
-    text = str(e)
-    assert "\n" not in text and "\r" not in text, text
-    where = [e.path]
-    if e.job is not None:
-        where.append(f"job {e.job!r}")
-    if e.field is not None:
-        where.append(f"field {e.field!r}")
-    assert text == ": ".join(where) + ": " + e.message
-
-
-def check(e: SpecError, job: str | None, field: str | None, *fragments: str) -> None:
-    assert (e.job, e.field) == (job, field), str(e)
-    for fragment in fragments:
-        assert fragment in e.message, str(e)
-
-
-def names(spec: BatchSpec) -> list[str]:
-    return [j.name for j in spec.jobs]
-
-
-def by_name(spec: BatchSpec) -> dict[str, JobSpec]:
-    return {j.name: j for j in spec.jobs}
-
+from tests.unit.spec_helpers import assert_one_line, by_name, check, load, names, spec_error, write
 
 # ----------------------------------------------------------------------------------------------------
 # The file and the top level
@@ -263,7 +216,7 @@ def test_duplicate_name(tmp_path: Path) -> None:
 
 def test_unknown_job_field(tmp_path: Path) -> None:
     e = spec_error(tmp_path, "batch: b\njobs:\n  - {name: a, kind: noop, deps: [x]}\n")
-    check(e, "a", "deps", "unknown field; expected one of: kind, max_attempts, name, needs, params, "
+    check(e, "a", "deps", "unknown field; expected one of: foreach, kind, max_attempts, name, needs, params, "
                           "priority, queue, sweep, timeout")
 
 
@@ -273,7 +226,8 @@ def test_unknown_job_field(tmp_path: Path) -> None:
 def test_unknown_kind(tmp_path: Path, kind_part: str, shown: str) -> None:
     sep = ", " if kind_part else ""
     e = spec_error(tmp_path, f"batch: b\njobs:\n  - {{name: a{sep}{kind_part}}}\n")
-    check(e, "a", "kind", f"unknown kind {shown}; expected one of: noop, sleep, train")
+    check(e, "a", "kind", f"unknown kind {shown}; expected one of: cluster, encode, noop, sample, sleep, train")
+    assert e.message == f"unknown kind {shown}; expected one of: cluster, encode, noop, sample, sleep, train"
 
 
 def test_kind_that_is_a_list(tmp_path: Path) -> None:
@@ -313,14 +267,29 @@ def test_param_name_not_a_string(tmp_path: Path) -> None:
     ("epochs", "2.0", "expected int, got 2.0"),
     ("learning_rate", "true", "expected float, got True"),
     ("learning_rate", "fast", "expected float, got 'fast'"),
-    ("limit", "'5'", "expected int | null, got '5'"),
-    ("filters", "32", "expected list of int, got 32"),
+    ("limit", "'5'", "expected int, got '5'"),  # Optional[int] given a value: int's own error
+    ("image_size", "'64'", "expected int, got '64'"),
+    ("data_path", "7", "expected str, got 7"),
+    ("filters", "'32'", "expected int, got '32'"),  # a scalar is a list of one: checked as an item
     ("dataset", "5", "expected str, got 5"),
+    ("model", "vae", "expected one of 'conv_ae' | 'pool_ae' | 'face_ae' | 'cnn', got 'vae'"),
 ], ids=["z_dim-str", "z_dim-bool", "z_dim-float", "epochs-str", "epochs-float", "lr-bool", "lr-str",
-        "limit-str", "filters-scalar", "dataset-int"])
+        "limit-str", "image_size-str", "data_path-int", "filters-scalar-str", "dataset-int", "model"])
 def test_wrong_param_type(tmp_path: Path, param: str, value: str, expected: str) -> None:
     e = spec_error(tmp_path, f"batch: b\njobs:\n  - {{name: t, kind: train, params: {{{param}: {value}}}}}\n")
     check(e, "t", f"params.{param}", expected)
+
+
+def test_scalar_filters_refused_by_conv_aes_three_filters_rule(tmp_path: Path) -> None:
+    # filters: 32 is accepted as [32], then refused because conv_ae takes three counts
+    e = spec_error(tmp_path, "batch: b\njobs:\n  - {name: t, kind: train, params: {filters: 32}}\n")
+    check(e, "t", "params.filters")
+    assert e.message == "conv_ae takes three filter counts"
+
+
+def test_scalar_filters_accepted_as_a_list_of_one(tmp_path: Path) -> None:
+    spec = load(tmp_path, "batch: b\njobs:\n  - {name: t, kind: train, params: {model: face_ae, filters: 32}}\n")
+    assert spec.jobs[0].params["filters"] == [32]
 
 
 def test_wrong_type_inside_a_list_param(tmp_path: Path) -> None:
@@ -351,7 +320,8 @@ def test_bad_loss_literal(tmp_path: Path) -> None:
 
 def test_unknown_dataset(tmp_path: Path) -> None:
     e = spec_error(tmp_path, "batch: b\njobs:\n  - {name: t, kind: train, params: {dataset: cifar10}}\n")
-    check(e, "t", "params.dataset", "unknown dataset 'cifar10'; expected one of: digits, mnist")
+    check(e, "t", "params.dataset")
+    assert e.message == "unknown dataset 'cifar10'; expected one of: digits, mnist, olivetti, npz, images, wifi"
 
 
 def test_learning_rate_in_exponent_notation(tmp_path: Path) -> None:
