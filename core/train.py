@@ -1,6 +1,8 @@
-"""Train an autoencoder from a ``TrainConfig`` and an ``ImageDataset``; report epoch logs and test metrics.
+"""Train a model from a ``TrainConfig`` and a ``Dataset``: any autoencoder, or the cnn classifier; report epoch
+logs and test metrics.
 
-No I/O here: the caller saves the model and stores metrics. ``on_epoch`` is how a worker reports progress and
+No I/O here: the caller saves ``result.model`` (one ``.keras`` file; ``split_autoencoder`` gets an
+autoencoder's halves back from it) and stores the metrics. ``on_epoch`` is how a worker reports progress and
 how a cancelled job stops between epochs.
 """
 
@@ -14,13 +16,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.config import TrainConfig
-from core.datasets import ImageDataset
-from core.models.conv_ae import build_conv_ae
+from core.config import AUTOENCODERS, TrainConfig
+from core.datasets import Dataset
+from core.models import Autoencoder, build_model, split_autoencoder
+
+__all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "split_autoencoder",
+           "train_autoencoder", "train_model"]
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 N_SAMPLES = 10  # test images returned with their reconstructions for the comparison grid
-_EPS = 1e-7  # same clipping as Keras' binary cross-entropy, so test_bce matches what the loss would say
+_EPS = 1e-7  # the clipping Keras' cross-entropies use, so the numpy test metrics match what the loss would say
 
 _OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -35,11 +40,13 @@ _LOSSES = {"bce": "binary_crossentropy", "mse": "mean_squared_error"}
 class TrainResult:
     """What one training run produced."""
 
-    model: Any  # the trained keras autoencoder (keras.Model)
-    history: list[dict[str, float]]  # one dict per completed epoch: loss, mse (+ val_loss, val_mse if split)
-    test_metrics: dict[str, float]  # test_loss, test_bce, test_mse on the test split
-    originals: np.ndarray  # the first N_SAMPLES test images
-    reconstructions: np.ndarray  # their reconstructions
+    model: Any  # the trained keras.Model: the whole autoencoder, or the cnn
+    encoder: Any | None  # an autoencoder's halves (sharing weights with model); None for the cnn
+    decoder: Any | None
+    history: list[dict[str, float]]  # per completed epoch: loss, mse (autoencoders) or accuracy (cnn), + val_*
+    test_metrics: dict[str, float]  # autoencoders: test_loss, test_bce, test_mse; cnn: test_loss, test_accuracy
+    originals: np.ndarray | None  # autoencoders: the first N_SAMPLES test images; cnn: None
+    reconstructions: np.ndarray | None  # their reconstructions
     stopped_early: bool  # True when on_epoch asked to stop
 
 
@@ -61,7 +68,7 @@ class _EpochReporter(keras.callbacks.Callback):
         record = {k: float(v) for k, v in (logs or {}).items()}
         loss = record.get("loss", math.nan)
         if not math.isfinite(loss):
-            # Not reported to on_epoch: train_autoencoder raises instead, once fit() has returned.
+            # Not reported to on_epoch: train_model raises instead, once fit() has returned.
             self.bad_loss = (epoch + 1, loss)
             self.model.stop_training = True
             return
@@ -71,29 +78,35 @@ class _EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train_autoencoder(
-    config: TrainConfig, data: ImageDataset, on_epoch: EpochCallback | None = None
-) -> TrainResult:
-    """Build, compile and fit the configured autoencoder on ``data.x_train``; evaluate on ``data.x_test``.
+def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None) -> TrainResult:
+    """Build, compile and fit ``config.model`` on ``data``'s training images; evaluate on its test images.
 
-    ``on_epoch(epoch, logs)`` is called after every epoch (epoch counts from 1, logs are floats); returning
-    True stops training after that epoch. Raises FloatingPointError if the loss becomes NaN or infinite.
+    Autoencoders learn to reconstruct their input with ``config.loss``; the cnn learns the labels with
+    cross-entropy. ``on_epoch(epoch, logs)`` is called after every epoch (epoch counts from 1, logs are
+    floats); returning True stops training after that epoch. Raises FloatingPointError if the loss becomes
+    NaN or infinite, ValueError if the data does not fit the model.
     """
+    autoencoder = config.model in AUTOENCODERS
     if len(data.x_train) == 0 or len(data.x_test) == 0:
         raise ValueError(f"dataset {data.name!r} needs training and test images, got "
                          f"{len(data.x_train)} and {len(data.x_test)}")
-    # Seeds Python, numpy and the backend, so weight init and the shuffling order repeat for the same seed.
+    if data.x_train.ndim != 4:
+        raise ValueError(f"model {config.model} needs images (n, h, w, c); dataset {data.name!r} has items of "
+                         f"shape {data.x_train.shape[1:]}")
+    n_classes = None if autoencoder else int(max(data.y_train.max(), data.y_test.max())) + 1
+    # Seeds Python, numpy and the backend, so weight init, dropout and shuffling repeat for the same seed.
     keras.utils.set_random_seed(config.seed)
-    model = build_conv_ae(config.z_dim, config.filters, data.x_train.shape[1:]).autoencoder
+    built = build_model(config, data.x_train.shape[1:], n_classes)
+    model = built.model
     model.compile(
-        optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate),
-        loss=_LOSSES[config.loss],
-        metrics=["mse"],
+        optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.lr),
+        loss=_LOSSES[config.loss] if autoencoder else "sparse_categorical_crossentropy",
+        metrics=["mse"] if autoencoder else ["accuracy"],
     )
     reporter = _EpochReporter(on_epoch)
     model.fit(
         data.x_train,
-        data.x_train,
+        data.x_train if autoencoder else data.y_train,
         epochs=config.epochs,
         batch_size=config.batch_size,
         validation_split=config.validation_split,
@@ -107,15 +120,22 @@ def train_autoencoder(
         raise FloatingPointError(f"loss became {kind} at epoch {epoch}")
 
     preds = model.predict(data.x_test, batch_size=256, verbose=0)
-    test_metrics = reconstruction_metrics(data.x_test, preds, config.loss)
+    if not isinstance(built, Autoencoder):
+        return TrainResult(model, None, None, reporter.history, classification_metrics(data.y_test, preds),
+                           None, None, reporter.stopped_early)
     return TrainResult(
         model=model,
+        encoder=built.encoder,
+        decoder=built.decoder,
         history=reporter.history,
-        test_metrics=test_metrics,
+        test_metrics=reconstruction_metrics(data.x_test, preds, config.loss),
         originals=data.x_test[:N_SAMPLES].copy(),
         reconstructions=np.asarray(preds[:N_SAMPLES], dtype=np.float32),
         stopped_early=reporter.stopped_early,
     )
+
+
+train_autoencoder = train_model  # the name from when autoencoders were the only models
 
 
 def reconstruction_metrics(x: np.ndarray, preds: np.ndarray, loss: str) -> dict[str, float]:
@@ -125,3 +145,12 @@ def reconstruction_metrics(x: np.ndarray, preds: np.ndarray, loss: str) -> dict[
     bce = float(np.mean(-(x64 * np.log(p64) + (1.0 - x64) * np.log(1.0 - p64))))
     mse = float(np.mean((x64 - np.asarray(preds, dtype=np.float64)) ** 2))
     return {"test_loss": bce if loss == "bce" else mse, "test_bce": bce, "test_mse": mse}
+
+
+def classification_metrics(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Mean cross-entropy (``test_loss``) and accuracy of class probabilities ``probs`` (n, k) for labels ``y``."""
+    p64 = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1.0 - _EPS)
+    labels = np.asarray(y, dtype=np.int64)
+    cross_entropy = float(np.mean(-np.log(p64[np.arange(len(labels)), labels])))
+    accuracy = float(np.mean(np.argmax(p64, axis=1) == labels))
+    return {"test_loss": cross_entropy, "test_accuracy": accuracy}

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import keras
 from keras import layers
 
+from core.models.common import Autoencoder
 
-@dataclass
-class ConvAutoencoder:
-    """The trainable autoencoder and its two halves, which share weights with it."""
-
-    autoencoder: keras.Model  # image -> reconstruction; what is compiled, trained and saved
-    encoder: keras.Model  # image -> latent code (z_dim,)
-    decoder: keras.Model  # latent code -> image
+ConvAutoencoder = Autoencoder  # model (also as .autoencoder), encoder: image -> (z_dim,), decoder
 
 
 def build_conv_ae(
@@ -64,4 +58,4 @@ def build_conv_ae(
     assert tuple(encoder.output_shape) == (None, z_dim), encoder.output_shape
     assert tuple(decoder.output_shape) == (None, height, width, channels), decoder.output_shape
     assert tuple(autoencoder.output_shape) == (None, height, width, channels), autoencoder.output_shape
-    return ConvAutoencoder(autoencoder=autoencoder, encoder=encoder, decoder=decoder)
+    return Autoencoder(model=autoencoder, encoder=encoder, decoder=decoder)
