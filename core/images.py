@@ -46,3 +46,41 @@ def comparison_grid_png(originals: np.ndarray, reconstructions: np.ndarray, scal
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def image_grid_png(images: np.ndarray, cols: int | None = None, scale: int = 2) -> bytes:
+    """PNG bytes: ``images`` in a grid of ``cols`` columns (default ceil(sqrt(n))), row by row, 1px gaps.
+
+    ``images`` is (n, h, w, 1) for greyscale or (n, h, w, 3) for RGB, floats in [0, 1] (clipped; NaN shows
+    as black); each is upscaled ``scale`` times. With ``cols`` clipped to n and ``rows = ceil(n / cols)``, the
+    PNG is ``cols * w * scale + cols - 1`` wide and ``rows * h * scale + rows - 1`` high; the gaps and the
+    unused cells of the last row are GAP_VALUE. Raises ValueError for another layout, ``cols`` < 1 or
+    ``scale`` < 1.
+    """
+    from PIL import Image
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or 0 in images.shape:
+        raise ValueError(f"expected (n, h, w, 1|3) images with n, h, w > 0, got shape {images.shape}")
+    if cols is not None and cols < 1:
+        raise ValueError(f"cols must be >= 1, got {cols}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+
+    gap = 1  # a grid of many small images needs thinner separators than the two-row comparison
+    n, h, w, channels = images.shape
+    cols = min(cols if cols is not None else int(np.ceil(np.sqrt(n))), n)
+    rows = -(-n // cols)  # ceil(n / cols)
+    cell_h, cell_w = h * scale, w * scale
+    canvas = np.full((rows * cell_h + (rows - 1) * gap, cols * cell_w + (cols - 1) * gap, channels), GAP_VALUE,
+                     dtype=np.uint8)
+    pixels = np.rint(np.clip(np.nan_to_num(images.astype(np.float64)), 0.0, 1.0) * 255).astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)  # nearest-neighbour: crisp square pixels
+    for i in range(n):
+        top, left = (i // cols) * (cell_h + gap), (i % cols) * (cell_w + gap)
+        canvas[top:top + cell_h, left:left + cell_w] = pixels[i]
+
+    image = Image.fromarray(canvas[..., 0] if channels == 1 else canvas)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
