@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -11,7 +12,9 @@ from typing import Any
 
 from scheduler.settings import Settings
 from storage import jobs as jobrepo
-from storage.records import Job
+from storage import queries
+from storage.errors import NotFound
+from storage.records import Artifact, Job
 from storage.store import Store
 
 
@@ -51,6 +54,59 @@ class JobContext:
 
     def artifact_json(self, name: str, value: Any) -> None:
         self.artifact_bytes(name, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
+
+    def artifact_npy(self, name: str, array: Any, meta: dict[str, Any] | None = None) -> None:
+        """Store a numpy array in ``.npy`` format (shape and dtype go into the artifact's meta)."""
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.save(buf, array, allow_pickle=False)
+        info = {"shape": list(array.shape), "dtype": str(array.dtype), **(meta or {})}
+        self.artifact_bytes(name, buf.getvalue(), "application/x-npy", info)
+
+    # -- the jobs this one needs, and their results --
+
+    def parents(self, of: Job | None = None) -> list[Job]:
+        """The jobs ``of`` (default: this job) needs, in id order."""
+        job = of or self.job
+        with self.store.session() as s:
+            return [queries.require_job(s, p) for p in sorted(queries.job_parents(s, job.id))]
+
+    def parent(self, kind: str, of: Job | None = None, models: tuple[str, ...] | None = None,
+               required: bool = True) -> Job | None:
+        """The one parent of ``kind`` (for train: of one of ``models``). The spec guaranteed how many there are."""
+        found = [p for p in self.parents(of) if p.kind == kind and (models is None or p.params.get("model") in models)]
+        if not found:
+            if required:
+                raise LookupError(f"job {(of or self.job).name!r} has no {kind} parent")
+            return None
+        return found[0]
+
+    def artifact(self, job: Job, name: str) -> Artifact:
+        with self.store.session() as s:
+            for a in queries.job_artifacts(s, job.id):
+                if a.name == name:
+                    return a
+        raise NotFound(f"job {job.name!r} (#{job.id}) has no artifact {name!r}")
+
+    def artifact_path(self, job: Job, name: str) -> Path:
+        """The local file of another job's artifact (the artifact store is shared by every worker)."""
+        path = self.store.artifacts.path_of(self.artifact(job, name).uri)
+        if not path.is_file():
+            raise NotFound(f"artifact {name!r} of job {job.name!r} is missing from the store: {path}")
+        return path
+
+    def load_model(self, job: Job, name: str = "model.keras") -> Any:
+        """Another job's Keras model, from this process's model cache when it was loaded before."""
+        from workers.models import load_model
+
+        a = self.artifact(job, name)
+        return load_model(self.artifact_path(job, name), a.sha256)
+
+    def load_npy(self, job: Job, name: str) -> Any:
+        import numpy as np
+
+        return np.load(self.artifact_path(job, name), allow_pickle=False)
 
     def _record(self, name: str, uri: str, sha: str, size: int, media_type: str, meta: dict[str, Any] | None) -> None:
         with self.store.session() as s:

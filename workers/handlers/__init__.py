@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.context import JobContext
+from workers.handlers.cluster import run_cluster
+from workers.handlers.encode import run_encode
 from workers.handlers.noop import run_noop
+from workers.handlers.sample import run_sample
 from workers.handlers.train import run_train
 
 Handler = Callable[[JobContext, Any], None]
@@ -15,4 +18,7 @@ HANDLERS: dict[str, Handler] = {
     "noop": run_noop,
     "sleep": run_noop,
     "train": run_train,
+    "encode": run_encode,
+    "sample": run_sample,
+    "cluster": run_cluster,
 }

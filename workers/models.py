@@ -1,0 +1,52 @@
+"""A small per-process cache of loaded Keras models, keyed by the model file's sha256.
+
+Jobs of one batch often read the same model (the encode and sample jobs of one autoencoder, the tiles of one
+dream); loading a ``.keras`` file costs far more than running a small model once.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+MAX_MODELS = 4
+
+_lock = threading.Lock()
+_cache: OrderedDict[str, Any] = OrderedDict()
+loads = 0  # how many times a model was read from disk (tests check the cache works)
+_link_dir: str | None = None
+
+
+def _with_keras_suffix(path: Path, sha256: str) -> Path:
+    """Keras loads only files named ``*.keras``; stored blobs are named by their hash: link one under that name."""
+    global _link_dir
+    if path.suffix == ".keras":
+        return path
+    if _link_dir is None:
+        _link_dir = tempfile.mkdtemp(prefix="latentfarm-models-")
+    link = Path(_link_dir) / f"{sha256}.keras"
+    if not link.exists():
+        link.symlink_to(path.resolve())
+    return link
+
+
+def load_model(path: Path, sha256: str) -> Any:
+    """The Keras model stored at ``path`` (whose content has ``sha256``), loaded once per process."""
+    global loads
+    with _lock:
+        model = _cache.get(sha256)
+        if model is not None:
+            _cache.move_to_end(sha256)
+            return model
+    import keras  # TensorFlow only when a job runs
+
+    model = keras.saving.load_model(_with_keras_suffix(path, sha256), compile=False)
+    with _lock:
+        loads += 1
+        _cache[sha256] = model
+        while len(_cache) > MAX_MODELS:
+            _cache.popitem(last=False)
+    return model
