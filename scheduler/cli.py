@@ -333,7 +333,8 @@ def db_upgrade() -> None:
 @click.option("--epochs", default=12, show_default=True, help="Training epochs.")
 @_errors
 def demo(out: str, epochs: int) -> None:
-    """Train the conv autoencoder on sklearn's digits in-process and write originals vs reconstructions."""
+    """A small batch of every job kind on sklearn's digits, in-process; writes reconstructions, samples and
+    clusters as PNG files."""
     from scheduler.demo import run_demo
 
     run_demo(out, epochs)

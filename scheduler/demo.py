@@ -1,4 +1,6 @@
-"""``latentfarm demo``: the main job on the embedded default, on data that ships with scikit-learn."""
+"""``latentfarm demo``: a small batch of every job kind on the embedded default, on data that ships with
+scikit-learn (the digits): train a conv autoencoder and a CNN, encode the digits, sample new ones and score them,
+and cluster the latents."""
 
 from __future__ import annotations
 
@@ -14,43 +16,65 @@ from scheduler.settings import EMBEDDED_BROKER, Settings
 from scheduler.spec import parse_spec
 from storage import queries
 
+# (job, artifact) -> the file name the demo writes it to
+EXPORTS = {("ae", "reconstructions.png"): "reconstructions.png", ("sample", "samples.png"): "samples.png",
+           ("kmeans", "clusters_2d.png"): "clusters.png"}
+
 
 def demo_spec(epochs: int) -> dict[str, object]:
     return {
         "batch": "demo",
+        "defaults": {"params": {"batch_size": 64}},
         "jobs": [
-            {"name": "train-conv-ae", "kind": "train",
-             "params": {"model": "conv_ae", "dataset": "digits", "z_dim": 16, "epochs": epochs, "batch_size": 64}},
+            {"name": "ae", "kind": "train",
+             "params": {"model": "conv_ae", "dataset": "digits", "z_dim": 16, "epochs": epochs}},
+            {"name": "cnn", "kind": "train", "params": {"model": "cnn", "dataset": "digits", "epochs": 8}},
+            {"name": "encode", "kind": "encode", "needs": ["ae"]},
+            {"name": "sample", "kind": "sample", "needs": ["encode", "cnn"],
+             "params": {"sampler": "fitted_normal", "n": 300, "grid": 64}},
+            {"name": "kmeans", "kind": "cluster", "needs": ["encode"], "params": {"k": [5, 10, 15]}},
         ],
     }
 
 
 def run_demo(out: str, epochs: int) -> None:
-    """Train the conv AE on digits with an in-process worker; export the reconstructions PNG to ``out``."""
+    """Run the demo batch with an in-process worker; export its pictures to ``out`` and print where things are."""
     settings = dataclasses.replace(Settings.from_env(), broker_url=EMBEDDED_BROKER)
     cp = ControlPlane.open(settings)
     spec = parse_spec(demo_spec(epochs), "<demo>", Path.cwd(), settings.data_dir)
     result = cp.submit(spec)
-    click.echo(f"demo: batch {result.batch_id}, training a conv autoencoder (z_dim 16) on sklearn's digits for "
-               f"{epochs} epochs with an in-process Celery worker")
+    click.echo(f"demo: batch {result.batch_id}: a conv autoencoder (z_dim 16, {epochs} epochs) and a CNN on "
+               "sklearn's digits, then encode, sample and cluster, with an in-process Celery worker")
     summary = cp.wait(result.batch_id, out=sys.stderr)
-    job_id = result.job_ids["train-conv-ae"]
+    ids = result.job_ids
     with cp.store.session() as s:
-        job = queries.require_job(s, job_id)
-        artifacts = {a.name: a for a in queries.job_artifacts(s, job_id)}
-        final = {m.key: m.value for m in queries.job_metrics(s, [job_id]) if m.step == 0}
+        jobs = {name: queries.require_job(s, i) for name, i in ids.items()}
+        final = {name: {m.key: m.value for m in queries.job_metrics(s, [i]) if m.step == 0} for name, i in ids.items()}
+        artifacts = {name: {a.name: a for a in queries.job_artifacts(s, i)} for name, i in ids.items()}
     if summary.status != "succeeded":
-        raise LatentfarmError(f"demo job {job_id} {job.status.value}: {job.error}  (latentfarm show {job_id})")
+        failed = next(j for j in jobs.values() if j.error)
+        raise LatentfarmError(f"demo job {failed.name} ({failed.id}) {failed.status.value}: {failed.error}  "
+                              f"(latentfarm show {failed.id})")
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / "reconstructions.png"
-    recon = artifacts["reconstructions.png"]
-    png.write_bytes(cp.store.artifacts.get_bytes(recon.uri, recon.sha256))
-    click.echo(f"test BCE {final.get('test_bce', float('nan')):.4f}, test MSE {final.get('test_mse', float('nan')):.4f}"
-               + (" (cached from an earlier run; --no-cache is not offered here: delete the database to redo)"
-                  if job.cached_from else ""))
-    click.echo(f"images:    {png.resolve()}  (top: test digits, bottom: reconstructions)")
+    written = []
+    for (job, name), file_name in EXPORTS.items():
+        a = artifacts[job][name]
+        path = out_dir / file_name
+        path.write_bytes(cp.store.artifacts.get_bytes(a.uri, a.sha256))
+        written.append(path)
+    ae, smp, km = final["ae"], final["sample"], final["kmeans"]
+    cached = " (served from the cache of an earlier run)" if jobs["ae"].cached_from else ""
+    click.echo(f"autoencoder: test BCE {ae['test_bce']:.4f}, test MSE {ae['test_mse']:.4f}{cached}")
+    click.echo(f"cnn: test accuracy {final['cnn']['test_accuracy']:.3f}")
+    click.echo(f"samples (fitted normal): {smp['confident_frac']:.0%} classified with confidence > 0.9 "
+               f"(real test digits: {smp['ref_test_confident_frac']:.0%}), class entropy "
+               f"{smp['class_entropy']:.2f} bits")
+    click.echo(f"kmeans on latents: best k {km['best_k']:.0f}, test accuracy {km['test_accuracy']:.3f}")
+    click.echo(f"images:    {written[0].resolve()}  (top: test digits, bottom: reconstructions)")
+    for path in written[1:]:
+        click.echo(f"           {path.resolve()}")
     click.echo(f"database:  {settings.database_url}")
     click.echo(f"artifacts: {settings.artifacts_dir}")
-    click.echo(f"next:      latentfarm status {result.batch_id}   |   latentfarm show {job_id}   |   "
-               f"latentfarm metrics {job_id}")
+    click.echo(f"next:      latentfarm status {result.batch_id}   |   latentfarm show {ids['sample']}   |   "
+               f"latentfarm metrics --batch {result.batch_id} --key test_accuracy")

@@ -1,4 +1,4 @@
-"""Acceptance: `latentfarm demo` on the embedded default finishes in under 3 minutes on 2 cores."""
+"""Acceptance: `latentfarm demo` (every job kind, embedded default) finishes in under 3 minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def test_demo_trains_and_writes_reconstructions_in_time(tmp_path: Path) -> None:
     png = tmp_path / "latentfarm-demo" / "reconstructions.png"
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > im.height > 28
+    for other in ("samples.png", "clusters.png"):
+        with Image.open(tmp_path / "latentfarm-demo" / other) as im:
+            assert im.format == "PNG" and min(im.size) > 100
     assert f"database:  sqlite:///{tmp_path / 'latentfarm.db'}" in proc.stdout
     assert str(png) in proc.stdout
     mse = float(re.search(r"test MSE (\d+\.\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
