@@ -152,3 +152,7 @@ def test_train_job_on_mnist_records_epochs_and_a_keras_model(settings: Settings,
     blob = cp.store.artifacts.get_bytes(model.uri, model.sha256)  # checks the sha256
     assert blob[:2] == b"PK" and model.bytes == len(blob)  # a .keras file is a zip archive
     assert artifacts["reconstructions.png"].media_type == "image/png"
+    with cp.store.session() as s:  # the job records the dataset's identity: name and file sha256
+        messages = [e.message for e in queries.job_events(s, jid)]
+    sha = "06af5dfe73b70e3bc1c36439982b18a8d76803db9b544f6fdf838a37fbb01b64"  # ../shared/data/SOURCES.md
+    assert any(m and m.startswith(f"dataset mnist:{sha}") for m in messages), messages

@@ -21,7 +21,7 @@ def run_cluster(ctx: JobContext, config: ClusterConfig) -> None:
         y_train, y_test = ctx.load_npy(encoded, "labels_train.npy"), ctx.load_npy(encoded, "labels_test.npy")
     else:
         source = f"dataset {config.dataset}"
-        data = load_data(config)
+        data = load_data(ctx, config)
         x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     x_train = x_train.reshape(len(x_train), -1)
     x_test = x_test.reshape(len(x_test), -1)

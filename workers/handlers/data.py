@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from core.config import DataParams, TrainConfig
+from core.data_files import dataset_identity
 from core.params import parse_config
 from storage.records import Job
+from workers.context import JobContext
 
 
 def data_params(config: Any, fallback: Job | None = None) -> DataParams:
@@ -20,7 +23,11 @@ def data_params(config: Any, fallback: Job | None = None) -> DataParams:
     return DataParams(**{f.name: getattr(trained, f.name) for f in dataclasses.fields(DataParams)})
 
 
-def load_data(params: DataParams) -> Any:
+def load_data(ctx: JobContext, params: DataParams) -> Any:
+    """Load the dataset and record its identity (name + file sha256) on the job, as its fingerprint saw it."""
     from core.datasets import load_for
 
+    assert params.dataset is not None
+    path = Path(params.data_path) if params.data_path else None
+    ctx.progress(0.0, f"dataset {dataset_identity(params.dataset, path)}" + (f" at {path}" if path else ""))
     return load_for(params)

@@ -16,8 +16,7 @@ def run_encode(ctx: JobContext, config: EncodeConfig) -> None:
     trained = ctx.parent("train", models=AUTOENCODERS)
     assert trained is not None
     params = data_params(config, fallback=trained)
-    ctx.progress(0.0, f"loading dataset {params.dataset}")
-    data = load_data(params)
+    data = load_data(ctx, params)
     encoder, _ = split_autoencoder(ctx.load_model(trained))
     ctx.progress(0.1, f"encoding {len(data.x_train)} + {len(data.x_test)} images with {trained.name}")
     z_train = encoder.predict(data.x_train, batch_size=config.batch_size, verbose=0)

@@ -48,7 +48,7 @@ def run_sample(ctx: JobContext, config: SampleConfig) -> None:
                        {"sampler": config.sampler, "images": min(config.grid, len(samples))})
 
     ctx.progress(0.3, "scoring samples against real test images and reconstructions")
-    data = load_data(data_params(None, fallback=trained))
+    data = load_data(ctx, data_params(None, fallback=trained))
     half = len(data.x_test) // 2
     ref, real = data.x_test[:half], data.x_test[half:]
     n = min(len(samples), len(real))

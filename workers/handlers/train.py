@@ -17,8 +17,7 @@ def run_train(ctx: JobContext, config: TrainConfig) -> None:
     from core.images import comparison_grid_png  # TensorFlow only when a job runs, never at import
     from core.train import train_model
 
-    ctx.progress(0.0, f"loading dataset {config.dataset}")
-    data = load_data(config)
+    data = load_data(ctx, config)
     ctx.progress(0.0, f"training {config.model} on {len(data.x_train)} images of shape {data.x_train.shape[1:]}")
 
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
