@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
 from storage.records import Job, NewJob, from_row
-from storage.status import TERMINAL, JobStatus, can_move
+from storage.status import JobStatus, can_move
 
 
 def create_batch(
@@ -233,7 +233,3 @@ def request_cancel(session: Session, job_ids: Iterable[int], reason: str) -> dic
 
 def is_cancel_requested(session: Session, job_id: int) -> bool:
     return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
-
-
-def is_terminal(status: JobStatus) -> bool:
-    return status in TERMINAL

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -55,9 +54,6 @@ def get_batch(session: Session, batch_id: int) -> Batch:
         raise NotFound(f"no batch {batch_id}")
     return from_row(Batch, row)
 
-
-def latest_batch_id(session: Session) -> int | None:
-    return session.scalar(select(func.max(BatchRow.id)))
 
 
 def batch_summary(session: Session, batch_id: int) -> BatchSummary:
@@ -122,7 +118,3 @@ def job_artifacts(session: Session, job_id: int) -> list[Artifact]:
 def job_events(session: Session, job_id: int) -> list[Event]:
     q = select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.time, EventRow.id)
     return [from_row(Event, r) for r in session.scalars(q)]
-
-
-def status_counts(jobs: list[Job]) -> dict[str, int]:
-    return dict(Counter(j.status.value for j in jobs))
