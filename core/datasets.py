@@ -40,7 +40,6 @@ class Dataset:
     y_test: np.ndarray
 
 
-ImageDataset = Dataset  # the name from before tabular data existed
 
 
 class DatasetError(ValueError):

@@ -20,8 +20,7 @@ from core.config import AUTOENCODERS, TrainConfig
 from core.datasets import Dataset
 from core.models import Autoencoder, build_model, split_autoencoder
 
-__all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "split_autoencoder",
-           "train_autoencoder", "train_model"]
+__all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "split_autoencoder", "train_model"]
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 N_SAMPLES = 10  # test images returned with their reconstructions for the comparison grid
@@ -134,8 +133,6 @@ def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | No
         stopped_early=reporter.stopped_early,
     )
 
-
-train_autoencoder = train_model  # the name from when autoencoders were the only models
 
 
 def reconstruction_metrics(x: np.ndarray, preds: np.ndarray, loss: str) -> dict[str, float]:

@@ -15,10 +15,13 @@ from typing import Any, TypeVar
 import click
 
 from scheduler import dispatch
+from scheduler.demo import run_demo
 from scheduler.errors import LatentfarmError, UserError
 from scheduler.render import ago, dumps, duration, table
 from scheduler.service import ControlPlane
-from storage import queries
+from scheduler.settings import Settings
+from storage import migrate, queries
+from storage.db import engine_for
 from storage.errors import DatabaseUnavailable, NotFound, StorageError
 from storage.status import JobStatus
 
@@ -300,8 +303,6 @@ def worker(queues: str, concurrency: int, pool: str, name: str | None, loglevel:
 
 
 def _check_schema(cp: ControlPlane) -> None:
-    from storage import migrate
-
     current, head = migrate.current_revision(cp.store.engine), migrate.head_revision(cp.store.engine)
     if current != head:
         raise UserError(f"the database {cp.settings.database_url} is at schema {current or 'none'}, not {head}: "
@@ -317,10 +318,6 @@ def db() -> None:
 @_errors
 def db_upgrade() -> None:
     """Create or migrate the database's tables (LATENTFARM_DATABASE_URL)."""
-    from scheduler.settings import Settings
-    from storage import migrate
-    from storage.db import engine_for
-
     settings = Settings.from_env()
     engine = engine_for(settings.database_url)
     rev = migrate.upgrade(engine)
@@ -335,8 +332,6 @@ def db_upgrade() -> None:
 def demo(out: str, epochs: int) -> None:
     """A small batch of every job kind on sklearn's digits, in-process; writes reconstructions, samples and
     clusters as PNG files."""
-    from scheduler.demo import run_demo
-
     run_demo(out, epochs)
 
 

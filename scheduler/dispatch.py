@@ -6,7 +6,6 @@ id alone) is sent after the commit. Fan-in is counted in SQL when a parent finis
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,6 @@ from storage.records import Job
 from storage.status import JobStatus
 from storage.store import Store
 
-log = logging.getLogger(__name__)
 HARD_LIMIT_GRACE = 30.0  # seconds between a job's soft time limit (clean failure) and the hard kill
 
 

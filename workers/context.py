@@ -89,9 +89,9 @@ class JobContext:
                     return a
         raise NotFound(f"job {job.name!r} (#{job.id}) has no artifact {name!r}")
 
-    def artifact_path(self, job: Job, name: str) -> Path:
+    def artifact_path(self, job: Job, name: str, artifact: Artifact | None = None) -> Path:
         """The local file of another job's artifact (the artifact store is shared by every worker)."""
-        path = self.store.artifacts.path_of(self.artifact(job, name).uri)
+        path = self.store.artifacts.path_of((artifact or self.artifact(job, name)).uri)
         if not path.is_file():
             raise NotFound(f"artifact {name!r} of job {job.name!r} is missing from the store: {path}")
         return path
@@ -101,7 +101,7 @@ class JobContext:
         from workers.models import load_model
 
         a = self.artifact(job, name)
-        return load_model(self.artifact_path(job, name), a.sha256)
+        return load_model(self.artifact_path(job, name, a), a.sha256)
 
     def load_npy(self, job: Job, name: str) -> Any:
         import numpy as np
@@ -121,9 +121,3 @@ class JobContext:
                 jobrepo.add_event(s, self.job.id, "progress", message, worker=self.worker,
                                   attempt=self.job.attempts)
             return jobrepo.is_cancel_requested(s, self.job.id)
-
-    def check_cancelled(self) -> None:
-        """Raise JobCancelled if the user asked to cancel the job."""
-        with self.store.session() as s:
-            if jobrepo.is_cancel_requested(s, self.job.id):
-                raise JobCancelled("cancelled by user")

@@ -9,14 +9,12 @@ from keras import layers
 
 from core.models.common import Autoencoder
 
-ConvAutoencoder = Autoencoder  # model (also as .autoencoder), encoder: image -> (z_dim,), decoder
-
 
 def build_conv_ae(
     z_dim: int = 16,
     filters: Sequence[int] = (32, 64, 128),
     input_shape: Sequence[int] = (28, 28, 1),
-) -> ConvAutoencoder:
+) -> Autoencoder:
     """Build the encoder (strides 1, 2, 2), the decoder (its mirror) and the two chained as ``conv_ae``.
 
     ``input_shape`` is (height, width, channels); height and width must be divisible by 4 because the

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.datasets import ImageDataset, load_dataset
+from core.datasets import Dataset, load_dataset
 
 # The data lives outside the project (next to the repository) and is never copied into it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -21,6 +21,6 @@ def mnist_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def digits_300() -> ImageDataset:
+def digits_300() -> Dataset:
     """The first 300 training (and 300 test) digits: big enough to learn from, small enough to be quick."""
     return load_dataset("digits", limit=300)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from core.config import TrainConfig
-from core.datasets import ImageDataset
+from core.datasets import Dataset
 from core.models.conv_ae import build_conv_ae
-from core.train import TrainResult, train_autoencoder
+from core.train import TrainResult, train_model
 
 
 def test_layer_shapes() -> None:
@@ -58,9 +58,9 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def two_epochs(digits_300: ImageDataset) -> tuple[TrainResult, list[tuple[int, dict[str, float]]]]:
+def two_epochs(digits_300: Dataset) -> tuple[TrainResult, list[tuple[int, dict[str, float]]]]:
     recorder = Recorder()
-    result = train_autoencoder(TrainConfig(epochs=2, limit=300), digits_300, recorder)
+    result = train_model(TrainConfig(epochs=2, limit=300), digits_300, recorder)
     return result, recorder.calls
 
 
@@ -78,7 +78,7 @@ def test_training_lowers_the_loss(two_epochs: tuple[TrainResult, list]) -> None:
     assert [logs for _, logs in calls] == result.history
 
 
-def test_test_metrics_and_samples(two_epochs: tuple[TrainResult, list], digits_300: ImageDataset) -> None:
+def test_test_metrics_and_samples(two_epochs: tuple[TrainResult, list], digits_300: Dataset) -> None:
     result, _ = two_epochs
     metrics = result.test_metrics
     assert set(metrics) == {"test_loss", "test_bce", "test_mse"}
@@ -94,25 +94,25 @@ def test_test_metrics_and_samples(two_epochs: tuple[TrainResult, list], digits_3
                                result.model.predict(digits_300.x_test[:10], verbose=0), atol=1e-5)
 
 
-def test_on_epoch_can_stop_training(digits_300: ImageDataset) -> None:
+def test_on_epoch_can_stop_training(digits_300: Dataset) -> None:
     seen: list[int] = []
 
     def stop(epoch: int, logs: dict[str, float]) -> bool:
         seen.append(epoch)
         return True
 
-    result = train_autoencoder(TrainConfig(epochs=5, filters=(8, 16, 32)), digits_300, stop)
+    result = train_model(TrainConfig(epochs=5, filters=(8, 16, 32)), digits_300, stop)
     assert seen == [1]
     assert len(result.history) == 1
     assert result.stopped_early
     assert set(result.test_metrics) == {"test_loss", "test_bce", "test_mse"}
 
 
-def test_same_seed_same_loss(digits_300: ImageDataset) -> None:
+def test_same_seed_same_loss(digits_300: Dataset) -> None:
     config = TrainConfig(epochs=1, filters=(8, 16, 32), loss="mse", validation_split=0.0)
-    first = train_autoencoder(config, digits_300)
-    second = train_autoencoder(config, digits_300)
-    other_seed = train_autoencoder(dataclasses.replace(config, seed=1), digits_300)
+    first = train_model(config, digits_300)
+    second = train_model(config, digits_300)
+    other_seed = train_model(dataclasses.replace(config, seed=1), digits_300)
     # On CPU, TensorFlow gave bit-identical losses for the same seed; 1e-5 leaves room for thread timing.
     assert first.history[0]["loss"] == pytest.approx(second.history[0]["loss"], abs=1e-5)
     assert first.history[0]["loss"] != pytest.approx(other_seed.history[0]["loss"], abs=1e-5)
@@ -120,18 +120,18 @@ def test_same_seed_same_loss(digits_300: ImageDataset) -> None:
     assert first.test_metrics["test_loss"] == first.test_metrics["test_mse"]
 
 
-def test_diverging_loss_raises(digits_300: ImageDataset) -> None:
+def test_diverging_loss_raises(digits_300: Dataset) -> None:
     # SGD with an absurd learning rate blows BCE up to NaN within the first epoch.
     config = TrainConfig(epochs=3, filters=(8, 16, 32), optimizer="sgd", learning_rate=1e6)
     recorder = Recorder()
     with pytest.raises(FloatingPointError, match="loss became NaN at epoch 1"):
-        train_autoencoder(config, digits_300, recorder)
+        train_model(config, digits_300, recorder)
     assert recorder.calls == []  # the diverged epoch is not reported as a normal one
 
 
-def test_nan_in_data_raises(digits_300: ImageDataset) -> None:
+def test_nan_in_data_raises(digits_300: Dataset) -> None:
     x = digits_300.x_train.copy()
     x[5, 10, 10, 0] = np.nan
     data = dataclasses.replace(digits_300, x_train=x)
     with pytest.raises(FloatingPointError, match="loss became NaN at epoch 1"):
-        train_autoencoder(TrainConfig(epochs=2, filters=(8, 16, 32)), data)
+        train_model(TrainConfig(epochs=2, filters=(8, 16, 32)), data)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from core.config import DataParams, TrainConfig
-from core.datasets import Dataset, DatasetError, ImageDataset, load_dataset, load_for
+from core.datasets import Dataset, DatasetError, load_dataset, load_for
 
 
 def _check(data: Dataset, shape: tuple[int, ...], n_train: int, n_test: int) -> None:
@@ -17,10 +17,6 @@ def _check(data: Dataset, shape: tuple[int, ...], n_train: int, n_test: int) -> 
     assert data.x_train.dtype == np.float32 and data.x_test.dtype == np.float32
     assert data.y_train.shape == (n_train,) and data.y_test.shape == (n_test,)
     assert data.y_train.dtype == np.int64 and data.y_test.dtype == np.int64
-
-
-def test_image_dataset_is_the_old_name() -> None:
-    assert ImageDataset is Dataset
 
 
 # --- wifi ---

@@ -11,7 +11,7 @@ import pytest
 
 from core.config import TrainConfig
 from core.datasets import Dataset, load_dataset
-from core.train import TrainResult, split_autoencoder, train_autoencoder, train_model
+from core.train import TrainResult, split_autoencoder, train_model
 
 AE_KEYS = {"loss", "val_loss", "mse", "val_mse"}
 CNN_KEYS = {"loss", "val_loss", "accuracy", "val_accuracy"}
@@ -97,7 +97,7 @@ def test_config_defaults_reach_the_model(digits_300: Dataset) -> None:
     result = train_model(TrainConfig(epochs=1, filters=(4, 8, 8), validation_split=0.0), small)
     assert result.encoder.output_shape == (None, 16)  # z_dim None: conv_ae's default
     assert float(result.model.optimizer.learning_rate) == pytest.approx(1e-3)  # learning_rate None: 1e-3
-    result = train_autoencoder(TrainConfig(epochs=1, z_dim=3, filters=(4, 8, 8), learning_rate=0.01,
+    result = train_model(TrainConfig(epochs=1, z_dim=3, filters=(4, 8, 8), learning_rate=0.01,
                                            optimizer="rmsprop", validation_split=0.0), small)
     assert result.encoder.output_shape == (None, 3)
     assert float(result.model.optimizer.learning_rate) == pytest.approx(0.01)

@@ -71,7 +71,7 @@ def test_train_encode_sample_cluster_chain_on_digits(settings: Settings, tmp_pat
     labels = np.load(cp.store.artifacts.path_of(enc_arts["labels_train.npy"].uri))
     assert z_train.shape == (400, 4) and z_test.shape[1] == 4 and labels.shape == (400,)
     stats = json.loads(cp.store.artifacts.get_bytes(enc_arts["latent_stats.json"].uri))
-    assert len(stats["mean"] if "mean" in stats else stats["per_component"]["mean"]) == 4
+    assert stats["d"] == 4 and len(stats["mean"]) == 4 and len(stats["pca"]["explained_variance_ratio"]) == 4
     assert enc["latent_dim"] == 4
 
     for sampler in ("uniform_box", "fitted_normal", "pca_ellipsoid", "interpolate"):
