@@ -167,7 +167,23 @@ def copy_results(session: Session, source_id: int, target_id: int) -> None:
 
 
 def ready_children(session: Session, job_id: int) -> list[int]:
-    """Children of ``job_id`` that are pending and whose parents have all succeeded (fan-in counted in SQL)."""
+    """Children of ``job_id`` that are pending and whose parents have all succeeded (fan-in counted in SQL).
+
+    Call it in the transaction that marked ``job_id`` succeeded. Two parents of one child finishing at once
+    must not both miss the other's success (each transaction sees only its own): the pending children are
+    locked first (``FOR UPDATE``, in id order, so two finishers cannot deadlock), which makes the second
+    finisher wait for the first to commit; its count then sees both parents succeeded. SQLite needs no lock:
+    its write transactions run one at a time.
+    """
+    children = list(session.scalars(
+        select(JobRow.id)
+        .join(JobDepRow, JobDepRow.child_id == JobRow.id)
+        .where(JobDepRow.parent_id == job_id, JobRow.status == JobStatus.PENDING.value)
+        .order_by(JobRow.id)
+        .with_for_update(of=JobRow)
+    ))
+    if not children:
+        return []
     parent = aliased(JobRow)
     unfinished_parent = (
         select(JobDepRow.parent_id)
@@ -177,8 +193,7 @@ def ready_children(session: Session, job_id: int) -> list[int]:
     )
     return list(session.scalars(
         select(JobRow.id)
-        .join(JobDepRow, JobDepRow.child_id == JobRow.id)
-        .where(JobDepRow.parent_id == job_id, JobRow.status == JobStatus.PENDING.value, ~unfinished_parent)
+        .where(JobRow.id.in_(children), JobRow.status == JobStatus.PENDING.value, ~unfinished_parent)
         .order_by(JobRow.id)
     ))
 

@@ -110,6 +110,36 @@ def test_fan_in_releases_a_child_only_when_all_parents_succeeded(store: Store) -
         assert jobrepo.ready_children(s, ids["b"]) == [ids["c"]]
 
 
+def test_fan_in_when_two_parents_finish_at_once(store: Store) -> None:
+    """Two workers finish the last two parents of one child in overlapping transactions: exactly one of them
+    must queue the child. Without a lock each sees only its own success and the child stays pending forever."""
+    _, ids = _batch(store, ["a", "b", "c"], [("a", "c"), ("b", "c")])
+    with store.session() as s:
+        for n in ("a", "b"):
+            jobrepo.transition(s, ids[n], JobStatus.PENDING, JobStatus.QUEUED)
+            jobrepo.claim(s, ids[n], "w", 30)
+
+    def finish(name: str) -> list[int]:
+        with store.session() as s:
+            jobrepo.transition(s, ids[name], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+            return [c for c in jobrepo.ready_children(s, ids[name])
+                    if jobrepo.transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
+
+    second: dict[str, list[int]] = {}
+    with store.session() as s:  # the first finisher, held open while the second one starts
+        jobrepo.transition(s, ids["a"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        first = jobrepo.ready_children(s, ids["a"])
+        thread = threading.Thread(target=lambda: second.update(b=finish("b")))
+        thread.start()
+        thread.join(1.0)  # on PostgreSQL it waits for the child's lock; on SQLite for the write lock
+        assert thread.is_alive()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert first == [] and second["b"] == [ids["c"]]
+    with store.session() as s:
+        assert queries.require_job(s, ids["c"]).status is JobStatus.QUEUED
+
+
 def test_descendants_and_cancellation(store: Store) -> None:
     _, ids = _batch(store, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("a", "d")])
     with store.session() as s:
