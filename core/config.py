@@ -6,10 +6,11 @@ worker configures a job with. Add a kind here, then give it a handler in ``worke
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from core.params import require
+from core.params import ConfigError, require
 
 IMAGE_DATASETS = ("digits", "mnist", "olivetti", "npz", "images")
 DATASETS = IMAGE_DATASETS + ("wifi",)
@@ -20,6 +21,8 @@ DEFAULT_FILTERS = {"conv_ae": (32, 64, 128), "face_ae": (32, 64, 128, 256)}
 DEFAULT_LEARNING_RATE = 1e-3
 _WORDS = {2: "two", 3: "three"}
 SAMPLERS = ("uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpolate")
+MAX_DREAM_JOBS = 100_000  # one dream's tile and merge jobs, all written at submit
+CNN_FILTERS = (32, 64)  # the cnn's two conv layers; the second is "features", whose maps a dream raises
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,150 @@ class ClusterConfig(DataParams):
         require(self.plot_sample >= 10, "plot_sample", f"must be >= 10, got {self.plot_sample}")
 
 
+def cnn_feature_maps(train_params: Mapping[str, Any]) -> int:
+    """How many maps the "features" layer of a cnn trained with these params has."""
+    filters = train_params.get("filters") or CNN_FILTERS
+    return int(filters[-1])
+
+
+def _per_level(field: str, value: Any, item: str) -> Any:
+    """A value for every level, or a mapping level -> value (YAML gives int keys, JSON string keys).
+
+    ``item``: "int", "float" or "maps" (an int or a non-empty list of ints). Returns it with int level keys.
+    """
+    def check(v: Any, where: str) -> Any:
+        if item == "float" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        if item in ("int", "maps") and isinstance(v, int) and not isinstance(v, bool):
+            return v
+        if item == "maps" and isinstance(v, (list, tuple)) and v \
+                and all(isinstance(m, int) and not isinstance(m, bool) for m in v):
+            return list(v)
+        expected = {"int": "an integer", "float": "a number",
+                    "maps": "a map index or a non-empty list of map indices"}[item]
+        raise ConfigError(field, f"expected {expected}{where}, got {v!r}")
+
+    if not isinstance(value, Mapping):
+        return check(value, " or a mapping level -> value")
+    out = {}
+    for key, v in value.items():
+        level = int(key) if isinstance(key, str) and key.isdigit() else key
+        if not isinstance(level, int) or isinstance(level, bool) or level < 0:
+            raise ConfigError(field, f"levels are integers >= 0, got the key {key!r}")
+        out[level] = check(v, f" for level {level}")
+    return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True)
+class DreamParams:
+    """Carve a deep dream into an image with a trained cnn (the train job it needs).
+
+    A ``dream`` entry of a spec is not one job: it expands into ``iterations`` x (levels 0..levels) x tiles
+    ``dream_tile`` jobs and one ``dream_merge`` job per level. Per-level values are one value for all levels
+    or a mapping level -> value, e.g. ``maps: {0: 56, 1: [12, 56, 3, 40]}`` (a list: one map per tile, cycled).
+    """
+
+    image: str = ""  # required: a jpg/png file; relative paths are taken from the spec's folder
+    levels: int = 2  # the finest level: level L cuts the image into 2^L x 2^L tiles (at most 5)
+    iterations: int = 4  # passes over all levels; each iteration's image is kept as a PNG
+    size: int | None = None  # the working side: a multiple of 28 * 2^levels; default 28 * 2^levels * 5 (560)
+    maps: Any = 0  # the "features" map to raise: an index, or per level an index or a list (one per tile)
+    epochs: Any = 20  # gradient-ascent steps per tile (per level: a mapping)
+    epsilon: Any = 0.05  # the step size, in standard deviations of the 28x28 input (per level: a mapping)
+    threshold: float = 0.0  # a tile's ascent stops at the first step that raises the activation by less
+    clip: float = 0.98  # PNG contrast: the central fraction of values spread over 0..255 (the rest clipped)
+
+    def __post_init__(self) -> None:
+        from core.dream import BASE
+
+        object.__setattr__(self, "maps", _per_level("maps", self.maps, "maps"))
+        object.__setattr__(self, "epochs", _per_level("epochs", self.epochs, "int"))
+        object.__setattr__(self, "epsilon", _per_level("epsilon", self.epsilon, "float"))
+        if self.size is None and isinstance(self.levels, int) and 0 <= self.levels <= 10:
+            object.__setattr__(self, "size", BASE * 2 ** self.levels * 5)
+
+    def validate(self) -> None:
+        require(bool(self.image), "image", "required: the path of a jpg or png file")
+        require(0 < self.clip <= 1, "clip", f"must be in (0, 1], got {self.clip}")
+        self.dream_config().validate()
+        require(self.job_count <= MAX_DREAM_JOBS, "iterations",
+                f"{self.iterations} iterations of levels 0..{self.levels} make {self.job_count} jobs; "
+                f"at most {MAX_DREAM_JOBS} per dream")
+
+    @property
+    def job_count(self) -> int:
+        """How many jobs the dream expands into: per iteration, every level's tiles and one merge per level."""
+        return self.iterations * sum(4 ** level + 1 for level in range(self.levels + 1))
+
+    def dream_config(self) -> Any:
+        """The ``core.dream.DreamConfig`` of these params."""
+        from core.dream import DreamConfig
+
+        return DreamConfig(levels=self.levels, iterations=self.iterations, size=self.size, maps=self.maps,
+                           epochs=self.epochs, epsilon=self.epsilon, threshold=self.threshold)
+
+
+@dataclass(frozen=True)
+class DreamTileConfig:
+    """One tile of one level of one dream iteration: downscale, gradient ascent, upscale, correction.
+
+    Made by a ``dream`` entry (see DreamParams), not written in a spec. Its input is the image its
+    ``dream_merge`` parent made, or, for the first tile of a dream, the ``image`` file.
+    """
+
+    size: int = 112  # the dream's working side
+    iteration: int = 0
+    level: int = 0
+    tile: int = 0  # its index among the level's 4^level tiles, row by row
+    map: int = 0  # the "features" map it raises
+    epochs: int = 20
+    epsilon: float = 0.05
+    threshold: float = 0.0
+    image: str | None = None  # the input image file: set on the first tile of a dream only
+
+    def validate(self) -> None:
+        from core.dream import BASE, MAX_LEVELS
+
+        require(0 <= self.level <= MAX_LEVELS, "level", f"must be from 0 to {MAX_LEVELS}, got {self.level}")
+        multiple = BASE * 2 ** self.level
+        require(self.size >= multiple and self.size % multiple == 0, "size",
+                f"must be a multiple of {multiple}, got {self.size}")
+        require(0 <= self.tile < 4 ** self.level, "tile", f"must be from 0 to {4 ** self.level - 1}, got {self.tile}")
+        require(self.iteration >= 0, "iteration", f"must be >= 0, got {self.iteration}")
+        require(self.map >= 0, "map", f"must be >= 0, got {self.map}")
+        require(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        require(self.epsilon > 0, "epsilon", f"must be > 0, got {self.epsilon}")
+        require(self.image is None or (self.iteration == 0 and self.level == 0), "image",
+                "only the first tile of a dream reads the image file")
+
+
+@dataclass(frozen=True)
+class DreamMergeConfig:
+    """Write one level's tiles (its parents) into the image and standardize it. The last level of an iteration
+    also keeps the iteration's PNG; the last merge of a dream keeps the final image (PNG and .npy)."""
+
+    size: int = 112
+    iteration: int = 0
+    level: int = 0
+    levels: int = 0  # the dream's finest level
+    iterations: int = 1  # the dream's number of iterations
+    clip: float = 0.98
+
+    def validate(self) -> None:
+        require(0 <= self.level <= self.levels, "level", f"must be from 0 to levels={self.levels}, got {self.level}")
+        require(0 <= self.iteration < self.iterations, "iteration",
+                f"must be from 0 to iterations-1={self.iterations - 1}, got {self.iteration}")
+        require(0 < self.clip <= 1, "clip", f"must be in (0, 1], got {self.clip}")
+
+    @property
+    def last_level(self) -> bool:
+        return self.level == self.levels
+
+    @property
+    def final(self) -> bool:
+        return self.last_level and self.iteration == self.iterations - 1
+
+
 @dataclass(frozen=True)
 class Input:
     """A parent a kind consumes: how many jobs of that kind (and, for train, of which models) it needs."""
@@ -193,7 +340,12 @@ class KindInfo:
     queue: Literal["gpu", "cpu"]  # the Celery queue its jobs go to unless the spec says otherwise
     inputs: tuple[Input, ...] = ()  # the parents it reads results from (other parents only order the jobs)
     dataset_unless: str | None = None  # params.dataset is required unless the job needs a job of this kind
+    files: tuple[str, ...] = ()  # params naming input files: their sha256, not their location, is fingerprinted
+    expands: bool = False  # a spec entry that expands into jobs of other kinds (``dream``); never a job itself
+    generated: bool = False  # made by an expanding entry only, never written in a spec
 
+
+_DREAM_CNN = Input("train", "the cnn whose feature maps the dream raises", models=("cnn",))
 
 KINDS: dict[str, KindInfo] = {
     "noop": KindInfo(NoopConfig, "cpu"),
@@ -206,7 +358,11 @@ KINDS: dict[str, KindInfo] = {
     )),
     "cluster": KindInfo(ClusterConfig, "cpu", (Input("encode", "the latents to cluster", min=0),),
                         dataset_unless="encode"),
+    "dream": KindInfo(DreamParams, "gpu", (_DREAM_CNN,), files=("image",), expands=True),
+    "dream_tile": KindInfo(DreamTileConfig, "gpu", (_DREAM_CNN,), files=("image",), generated=True),
+    "dream_merge": KindInfo(DreamMergeConfig, "gpu", generated=True),
 }
+SPEC_KINDS = tuple(sorted(k for k, info in KINDS.items() if not info.generated))  # what a spec's `kind` may be
 
 
 def uses_dataset(params: dict[str, Any]) -> bool:

@@ -19,16 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.gradients import input_gradient
+from core.params import ConfigError
 
-__all__ = ["BASE", "DreamConfig", "DreamResult", "correction", "dream_level", "features_model", "merge", "oip",
-           "prepare_image", "process_tile", "resize", "run_dream", "standardize", "tiles", "to_png_array"]
+__all__ = ["BASE", "MAX_LEVELS", "DreamConfig", "DreamResult", "check_image", "correction", "dream_level",
+           "features_model", "load_image", "merge", "oip", "prepare_image", "process_tile", "resize", "run_dream",
+           "standardize", "tiles", "to_png_array"]
 
 BASE = 28  # the CNN's input side: every tile is seen at 28x28
+MAX_LEVELS = 5  # level 5 cuts the image into 32x32 = 1024 tiles (a job each on a farm)
+MAX_SIZE = 8192  # the largest working side (a float32 image of 256 MiB)
 _GRAD_EPS = 1e-8  # keeps the gradient normalisation finite when the gradient is (nearly) zero
 _STD_EPS = 1e-12  # below this an image is flat; standardizing it gives zeros, not NaN
 _GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, what Pillow's convert("L") uses
@@ -63,24 +68,25 @@ class DreamConfig:
         return int(self.size or 0)
 
     def validate(self, n_maps: int | None = None) -> DreamConfig:
-        """Return self, or raise ValueError naming the bad field; ``n_maps`` (the features layer's depth) also
-        bounds the map indices."""
-        if self.levels < 0:
-            raise ValueError(f"levels must be >= 0, got {self.levels}")
+        """Return self, or raise ConfigError (a ValueError) naming the bad field; ``n_maps`` (the features
+        layer's depth) also bounds the map indices."""
+        if not 0 <= self.levels <= MAX_LEVELS:
+            raise ConfigError("levels", f"must be from 0 to {MAX_LEVELS}, got {self.levels}")
         if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+            raise ConfigError("iterations", f"must be >= 1, got {self.iterations}")
         multiple = BASE * 2 ** self.levels
-        if self.side < multiple or self.side % multiple:
-            raise ValueError(f"size must be a positive multiple of {BASE} * 2**levels = {multiple}, got {self.size}")
+        if self.side < multiple or self.side % multiple or self.side > MAX_SIZE:
+            raise ConfigError("size", f"must be a multiple of {multiple} (= {BASE} * 2**levels, to tile every level) "
+                              f"up to {MAX_SIZE}, got {self.size}")
         for level in range(self.levels + 1):
             if self.epochs_for(level) < 0:
-                raise ValueError(f"epochs for level {level} must be >= 0, got {self.epochs_for(level)}")
+                raise ConfigError("epochs", f"must be >= 0 (level {level}), got {self.epochs_for(level)}")
             if not self.epsilon_for(level) > 0:
-                raise ValueError(f"epsilon for level {level} must be > 0, got {self.epsilon_for(level)}")
+                raise ConfigError("epsilon", f"must be > 0 (level {level}), got {self.epsilon_for(level)}")
             for index in _as_list(_per_level(self.maps, level, "maps")):
                 if index < 0 or (n_maps is not None and index >= n_maps):
-                    bound = f"< {n_maps}" if n_maps is not None else ">= 0"
-                    raise ValueError(f"maps for level {level}: index {index} out of range (must be {bound})")
+                    bound = f"0 to {n_maps - 1}: the features layer has {n_maps} maps" if n_maps else ">= 0"
+                    raise ConfigError("maps", f"index {index} at level {level} is out of range (must be {bound})")
         return self
 
     def map_for(self, level: int, tile_index: int) -> int:
@@ -98,7 +104,7 @@ class DreamConfig:
 def _per_level(value: Any, level: int, name: str) -> Any:
     if isinstance(value, Mapping):
         if level not in value:
-            raise ValueError(f"{name} gives no value for level {level}")
+            raise ConfigError(name, f"gives no value for level {level}")
         return value[level]
     return value
 
@@ -106,7 +112,7 @@ def _per_level(value: Any, level: int, name: str) -> Any:
 def _as_list(spec: MapSpec) -> list[int]:
     choices = [int(spec)] if isinstance(spec, (int, np.integer)) else [int(m) for m in spec]
     if not choices:
-        raise ValueError("an empty list of maps")
+        raise ConfigError("maps", "an empty list of maps")
     return choices
 
 
@@ -159,6 +165,37 @@ def prepare_image(img: np.ndarray, size: int) -> np.ndarray:
     top, left = (h - side) // 2, (w - side) // 2
     square = grey[top:top + side, left:left + side].astype(np.float32)
     return standardize(resize(square, size))
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) of a readable image file, or ValueError saying why it cannot be used (one line)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not in a job
+            return img.size
+    except FileNotFoundError as e:
+        raise ValueError(f"image not found: {path}") from e
+    except IsADirectoryError as e:
+        raise ValueError(f"image is a directory, not a file: {path}") from e
+    except PermissionError as e:
+        raise ValueError(f"image is not readable: {path}") from e
+    except UnidentifiedImageError as e:
+        raise ValueError(f"not an image Pillow can read (jpg, png...): {path}") from e
+    except (OSError, SyntaxError) as e:  # Pillow reports truncated or corrupt data as OSError/SyntaxError
+        raise ValueError(f"cannot decode image {path}: {e}") from e
+
+
+def load_image(path: str | Path, size: int) -> np.ndarray:
+    """An image file as the dream's input: grey, centre-cropped, size x size, standardized (``prepare_image``)."""
+    from PIL import Image
+
+    check_image(path)
+    with Image.open(path) as img:
+        # Pillow's own luma conversion in 8 bits would round; convert to RGB and weigh in float instead.
+        pixels = np.asarray(img.convert("RGB") if img.mode not in ("L", "I", "F", "I;16") else img)
+    return prepare_image(pixels, size)
 
 
 def tiles(level: int, size: int) -> list[tuple[int, int, int]]:

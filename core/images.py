@@ -84,3 +84,15 @@ def image_grid_png(images: np.ndarray, cols: int | None = None, scale: int = 2) 
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def grey_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of a 2-D uint8 array (e.g. from ``core.dream.to_png_array``), as it is: one grey pixel each."""
+    from PIL import Image
+
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2 or pixels.dtype != np.uint8 or 0 in pixels.shape:
+        raise ValueError(f"expected a non-empty 2-D uint8 array, got {pixels.dtype} of shape {pixels.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()

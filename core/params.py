@@ -39,6 +39,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(field: str, value: Any, tp: Any) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError. Ints are accepted for floats, never bools."""
+    if tp is Any:  # the config class checks such a field itself (in __post_init__ or validate)
+        return value
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(tp) if a is not type(None)]

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
+from core.config import CNN_FILTERS
 from core.models.common import Classifier
 
 FEATURES = "features"
 PENULTIMATE = "penultimate"
-DEFAULT_FILTERS = (32, 64)
+DEFAULT_FILTERS = CNN_FILTERS
 
 
 def build_cnn(n_classes: int, filters: Sequence[int] | None = None,

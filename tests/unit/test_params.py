@@ -13,11 +13,17 @@ from core.config import (
     DATASETS,
     IMAGE_DATASETS,
     KINDS,
+    MAX_DREAM_JOBS,
+    SPEC_KINDS,
     ClusterConfig,
+    DreamMergeConfig,
+    DreamParams,
+    DreamTileConfig,
     EncodeConfig,
     NoopConfig,
     SampleConfig,
     TrainConfig,
+    cnn_feature_maps,
 )
 from core.params import ConfigError, config_to_params, parse_config, require
 
@@ -483,9 +489,18 @@ def test_config_to_params_has_every_field_json_ready() -> None:
     NoopConfig(),
     NoopConfig(seconds=0.5, fail=True, value=3.0),
     Needy(n=4, name="q", rate=0.5, tags=("a", "b"), mode="b"),
+    DreamParams(image="/d/in.jpg"),
+    DreamParams(image="/d/in.jpg", levels=1, iterations=2, size=112, maps={0: 56, 1: [12, 56, 3, 40]},
+                epochs={0: 5, 1: 7}, epsilon={0: 0.1, 1: 0.02}, threshold=0.01, clip=0.9),
+    DreamTileConfig(),
+    DreamTileConfig(size=224, iteration=1, level=2, tile=15, map=7, epochs=3, epsilon=0.5, threshold=0.1),
+    DreamTileConfig(image="/d/in.jpg"),
+    DreamMergeConfig(),
+    DreamMergeConfig(size=224, iteration=2, level=1, levels=2, iterations=3, clip=0.5),
 ], ids=["train-default", "train-custom", "train-face_ae", "train-cnn", "encode-default", "encode-custom",
         "sample-default", "sample-custom", "cluster-default", "cluster-custom", "noop-default", "noop-custom",
-        "needy"])
+        "needy", "dream-default", "dream-per-level", "dream_tile-default", "dream_tile-custom", "dream_tile-first",
+        "dream_merge-default", "dream_merge-custom"])
 def test_config_to_params_round_trips(config: object) -> None:
     params = config_to_params(config)
     again = parse_config(type(config), params)
@@ -495,13 +510,176 @@ def test_config_to_params_round_trips(config: object) -> None:
 
 
 def test_kinds() -> None:
-    assert sorted(KINDS) == ["cluster", "encode", "noop", "sample", "sleep", "train"]
+    assert sorted(KINDS) == ["cluster", "dream", "dream_merge", "dream_tile", "encode", "noop", "sample", "sleep",
+                             "train"]
     assert {k: (i.config, i.queue) for k, i in KINDS.items()} == {
         "noop": (NoopConfig, "cpu"), "sleep": (NoopConfig, "cpu"), "train": (TrainConfig, "gpu"),
-        "encode": (EncodeConfig, "gpu"), "sample": (SampleConfig, "gpu"), "cluster": (ClusterConfig, "cpu")}
+        "encode": (EncodeConfig, "gpu"), "sample": (SampleConfig, "gpu"), "cluster": (ClusterConfig, "cpu"),
+        "dream": (DreamParams, "gpu"), "dream_tile": (DreamTileConfig, "gpu"), "dream_merge": (DreamMergeConfig, "gpu")}
+
+
+def test_kind_flags() -> None:
+    # a spec may name every kind but the ones a dream entry generates; only the dream entry expands
+    assert SPEC_KINDS == ("cluster", "dream", "encode", "noop", "sample", "sleep", "train")
+    assert {k for k, i in KINDS.items() if i.expands} == {"dream"}
+    assert {k for k, i in KINDS.items() if i.generated} == {"dream_tile", "dream_merge"}
+    assert {k: i.files for k, i in KINDS.items() if i.files} == {"dream": ("image",), "dream_tile": ("image",)}
+    for kind, info in KINDS.items():
+        assert not (info.expands and info.generated), kind
+        fields = set(info.config.__dataclass_fields__)
+        assert set(info.files) <= fields, kind
+    # the dream and its tiles read one cnn; the merges read only their tiles (plain parents)
+    for kind in ("dream", "dream_tile"):
+        (inp,) = KINDS[kind].inputs
+        assert (inp.kind, inp.models, inp.min, inp.max) == ("train", ("cnn",), 1, 1)
+    assert KINDS["dream_merge"].inputs == ()
+
+
+# A valid value for each required parameter (a kind whose defaults alone do not validate).
+REQUIRED = {"dream": {"image": "/d/in.jpg"}}
 
 
 def test_every_kind_parses_its_own_defaults() -> None:
     for kind, info in KINDS.items():
-        default = info.config()
+        default = info.config(**REQUIRED.get(kind, {}))
         assert parse_config(info.config, config_to_params(default)) == default, kind
+
+
+def test_only_the_dream_needs_more_than_its_defaults() -> None:
+    # DreamParams() has no image: the dream entry cannot be parsed from its defaults alone
+    e = config_error(DreamParams, {})
+    assert (e.field, e.message) == ("image", "required: the path of a jpg or png file")
+    for kind, info in KINDS.items():
+        if kind not in REQUIRED:
+            parse_config(info.config, {})
+
+
+# ----------------------------------------------------------------------------------------------------
+# dream, dream_tile, dream_merge
+
+
+def dream(**params: object) -> DreamParams:
+    return parse_config(DreamParams, {"image": "in.jpg", **params})
+
+
+def dream_error(**params: object) -> ConfigError:
+    return config_error(DreamParams, {"image": "in.jpg", **params})
+
+
+def test_dream_defaults() -> None:
+    d = dream()
+    assert (d.levels, d.iterations, d.size, d.maps, d.epochs, d.epsilon) == (2, 4, 560, 0, 20, 0.05)
+    assert d.job_count == 4 * (1 + 1 + 4 + 1 + 16 + 1)
+    assert type(d.epsilon) is float
+
+
+@pytest.mark.parametrize("levels,size", [(0, 140), (1, 280), (2, 560), (3, 1120), (5, 4480)])
+def test_dream_default_size(levels: int, size: int) -> None:
+    assert dream(levels=levels).size == size == 28 * 2 ** levels * 5
+    assert dream(levels=levels, size=None).size == size
+
+
+@pytest.mark.parametrize("levels,iterations,jobs", [(0, 1, 2), (0, 3, 6), (1, 1, 7), (2, 2, 48), (5, 1, 1371)])
+def test_dream_job_count(levels: int, iterations: int, jobs: int) -> None:
+    assert dream(levels=levels, iterations=iterations).job_count == jobs
+
+
+def test_dream_per_level_values() -> None:
+    d = dream(levels=1, maps={0: 56, 1: [12, 56, 3, 40]}, epochs={1: 7, 0: 5}, epsilon={0: 1, 1: 0.5})
+    assert d.maps == {0: 56, 1: [12, 56, 3, 40]}
+    assert list(d.epochs) == [0, 1]  # sorted by level
+    assert d.epsilon == {0: 1.0, 1: 0.5} and all(type(v) is float for v in d.epsilon.values())
+    config = d.dream_config()
+    assert [config.map_for(1, t) for t in range(6)] == [12, 56, 3, 40, 12, 56]
+    assert (config.epochs_for(0), config.epochs_for(1), config.epsilon_for(1)) == (5, 7, 0.5)
+
+
+def test_dream_json_level_keys_are_ints() -> None:
+    # JSON has only string keys: {"1": ...} is level 1, the same dream as YAML's {1: ...}
+    as_json = json.loads(json.dumps({"maps": {"0": 3, "1": [1, 2]}, "epochs": {"0": 4, "1": 5}}))
+    assert dream(levels=1, **as_json) == dream(levels=1, maps={0: 3, 1: [1, 2]}, epochs={0: 4, 1: 5})
+
+
+def test_dream_maps_list_for_every_level() -> None:
+    d = dream(levels=1, maps=[4, 5])
+    assert d.maps == [4, 5]
+    assert [d.dream_config().map_for(level, 0) for level in (0, 1)] == [4, 4]
+
+
+@pytest.mark.parametrize("params,field,message", [
+    ({"image": ""}, "image", "required: the path of a jpg or png file"),
+    ({"levels": 6}, "levels", "must be from 0 to 5, got 6"),
+    ({"levels": -1}, "levels", "must be from 0 to 5, got -1"),
+    ({"levels": True}, "levels", "expected int, got True"),
+    ({"iterations": 0}, "iterations", "must be >= 1, got 0"),
+    ({"size": 100}, "size", "must be a multiple of 112"),
+    ({"levels": 1, "size": 84}, "size", "must be a multiple of 56"),
+    ({"levels": 0, "size": 8204}, "size", "up to 8192"),
+    ({"maps": True}, "maps", "expected a map index or a non-empty list of map indices"),
+    ({"maps": []}, "maps", "got []"),
+    ({"maps": "3"}, "maps", "got '3'"),
+    ({"maps": [1, True]}, "maps", "got [1, True]"),
+    ({"maps": 2.0}, "maps", "got 2.0"),
+    ({"maps": -1}, "maps", "index -1 at level 0 is out of range (must be >= 0)"),
+    ({"maps": {0: 1, 1: [2, -3], 2: 0}}, "maps", "index -3 at level 1"),
+    ({"maps": {-1: 2}}, "maps", "levels are integers >= 0, got the key -1"),
+    ({"maps": {"-1": 2}}, "maps", "levels are integers >= 0, got the key '-1'"),
+    ({"maps": {"a": 2}}, "maps", "got the key 'a'"),
+    ({"maps": {True: 2}}, "maps", "got the key True"),
+    ({"maps": {0: True, 1: 1, 2: 1}}, "maps", "for level 0, got True"),
+    ({"maps": {0: 1}}, "maps", "gives no value for level 1"),
+    ({"epochs": 1.5}, "epochs", "expected an integer or a mapping level -> value, got 1.5"),
+    ({"epochs": {0: -1, 1: 1, 2: 1}}, "epochs", "must be >= 0 (level 0), got -1"),
+    ({"epochs": {0: 1, 1: 1}}, "epochs", "gives no value for level 2"),
+    ({"epsilon": 0}, "epsilon", "must be > 0 (level 0), got 0.0"),
+    ({"epsilon": -0.1}, "epsilon", "must be > 0 (level 0), got -0.1"),
+    ({"epsilon": {0: 0.1, 1: 0.1, 2: 0}}, "epsilon", "must be > 0 (level 2), got 0.0"),
+    ({"epsilon": "x"}, "epsilon", "expected a number or a mapping level -> value, got 'x'"),
+    ({"epsilon": False}, "epsilon", "got False"),
+    ({"clip": 0}, "clip", "must be in (0, 1], got 0.0"),
+    ({"clip": 1.5}, "clip", "must be in (0, 1], got 1.5"),
+    ({"levels": 5, "iterations": 73}, "iterations", f"make 100083 jobs; at most {MAX_DREAM_JOBS} per dream"),
+])
+def test_dream_validate(params: dict, field: str, message: str) -> None:
+    e = dream_error(**params)
+    assert e.field == field
+    assert message in e.message, e.message
+
+
+def test_dream_job_limit_bound() -> None:
+    assert dream(levels=5, iterations=72).job_count == 72 * 1371 <= MAX_DREAM_JOBS
+
+
+@pytest.mark.parametrize("cls,params,field,message", [
+    (DreamTileConfig, {"level": 6}, "level", "must be from 0 to 5, got 6"),
+    (DreamTileConfig, {"level": 1, "size": 84}, "size", "must be a multiple of 56, got 84"),
+    (DreamTileConfig, {"tile": 1}, "tile", "must be from 0 to 0, got 1"),
+    (DreamTileConfig, {"level": 1, "tile": 4}, "tile", "must be from 0 to 3, got 4"),
+    (DreamTileConfig, {"iteration": -1}, "iteration", "must be >= 0, got -1"),
+    (DreamTileConfig, {"map": -1}, "map", "must be >= 0, got -1"),
+    (DreamTileConfig, {"epochs": -1}, "epochs", "must be >= 0, got -1"),
+    (DreamTileConfig, {"epsilon": 0}, "epsilon", "must be > 0, got 0.0"),
+    (DreamTileConfig, {"level": 1, "image": "/d/in.jpg"}, "image", "only the first tile of a dream reads"),
+    (DreamTileConfig, {"iteration": 1, "image": "/d/in.jpg"}, "image", "only the first tile of a dream reads"),
+    (DreamMergeConfig, {"level": 1}, "level", "must be from 0 to levels=0, got 1"),
+    (DreamMergeConfig, {"iteration": 1}, "iteration", "must be from 0 to iterations-1=0, got 1"),
+    (DreamMergeConfig, {"clip": 0}, "clip", "must be in (0, 1], got 0.0"),
+])
+def test_dream_job_kinds_validate(cls: type, params: dict, field: str, message: str) -> None:
+    e = config_error(cls, params)
+    assert e.field == field
+    assert message in e.message, e.message
+
+
+def test_dream_merge_last_level_and_final() -> None:
+    merges = [DreamMergeConfig(iteration=i, level=level, levels=1, iterations=2) for i in range(2) for level in (0, 1)]
+    assert [m.last_level for m in merges] == [False, True, False, True]
+    assert [m.final for m in merges] == [False, False, False, True]
+
+
+@pytest.mark.parametrize("params,maps", [
+    ({"model": "cnn"}, 64), ({"model": "cnn", "filters": None}, 64), ({"model": "cnn", "filters": [16, 8]}, 8),
+    ({"model": "cnn", "filters": (4, 128)}, 128), ({}, 64),
+])
+def test_cnn_feature_maps(params: dict, maps: int) -> None:
+    assert cnn_feature_maps(params) == maps
