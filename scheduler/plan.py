@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import uses_dataset
-from core.data_files import dataset_identity
+from core.config import KINDS, uses_dataset
+from core.data_files import dataset_identity, file_sha256
 from scheduler.spec import BatchSpec, JobSpec
 from storage.records import NewJob
 
 FINGERPRINT_VERSION = 1  # bump when a change of the job code makes old results invalid
-LOCATION_PARAMS = frozenset({"data_path"})  # where a file is does not change what it holds: its sha256 counts
+# Where a file is does not change what it holds: its sha256 counts (the dataset's, or the KindInfo.files').
+LOCATION_PARAMS = frozenset({"data_path", "image"})
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,15 @@ def fingerprint(kind: str, params: Mapping[str, Any], parent_fingerprints: list[
 
 
 def job_data_identity(job: JobSpec) -> str | None:
-    if not uses_dataset(dict(job.params)):
-        return None
-    data_path = job.params.get("data_path")
-    return dataset_identity(job.params["dataset"], Path(data_path) if data_path else None)
+    """What identifies the data a job reads: its dataset's name and sha256, and its input files' sha256."""
+    parts = []
+    if uses_dataset(dict(job.params)):
+        data_path = job.params.get("data_path")
+        parts.append(dataset_identity(job.params["dataset"], Path(data_path) if data_path else None))
+    for name in KINDS[job.kind].files:
+        if job.params.get(name):
+            parts.append(f"{name}:{file_sha256(job.params[name])}")
+    return " ".join(parts) or None
 
 
 def plan_batch(spec: BatchSpec) -> BatchPlan:

@@ -35,9 +35,11 @@ from typing import Any
 
 import yaml
 
-from core.config import KINDS
+from core.config import KINDS, SPEC_KINDS, cnn_feature_maps
 from core.data_files import DataFileError, resolve_data_file
+from core.dream import check_image
 from core.params import ConfigError, config_to_params, parse_config
+from scheduler.dream_spec import dream_jobs
 from scheduler.errors import SpecError
 
 TOP_FIELDS = {"batch", "defaults", "jobs"}
@@ -72,6 +74,9 @@ class JobSpec:
     timeout: float | None
     sweep_values: Mapping[str, Any] = field(default_factory=dict)  # its own sweep's and its foreach job's values
     pinned: tuple[str, ...] = ()  # the expansion of its foreach job it was made for
+    group: str | None = None  # the expansion of an expanding entry (a dream) this job is part of
+    entry_needs: bool = True  # whether the entry's `needs` apply (a dream's merges need only their tiles)
+    exported: bool = True  # whether `needs: <entry>` / `foreach: <entry>` mean this job (a dream: its last merge)
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,8 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
         over = _foreach(entry, jname, expansions, path)
         for job in _expand(entry, jname, defaults, default_params, path, base_dir, data_dir, over):
             expanded.append((entry, job))
-            expansions.setdefault(jname, []).append(job)
+            if job.exported:
+                expansions.setdefault(jname, []).append(job)
 
     by_name: dict[str, JobSpec] = {}
     for _, job in expanded:
@@ -193,8 +199,11 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
             path: str, base_dir: Path, data_dir: Path, over: list[JobSpec] | None) -> list[JobSpec]:
     _no_unknown(entry, JOB_FIELDS, path, jname, "")
     kind = entry.get("kind")
+    if isinstance(kind, str) and kind in KINDS and KINDS[kind].generated:
+        raise SpecError(path, f"{kind} jobs are made by a 'dream' entry, not written by hand: use kind: dream",
+                        job=jname, field="kind")
     if not isinstance(kind, str) or kind not in KINDS:
-        raise SpecError(path, f"unknown kind {kind!r}; expected one of: {', '.join(sorted(KINDS))}", job=jname,
+        raise SpecError(path, f"unknown kind {kind!r}; expected one of: {', '.join(SPEC_KINDS)}", job=jname,
                         field="kind")
     info = KINDS[kind]
     params = entry.get("params") or {}
@@ -248,13 +257,37 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
             from_defaults = name_of in default_params and name_of not in params
             origin = "sweep" if name_of in values else "defaults.params" if from_defaults else "params"
             raise SpecError(path, e.message, job=name, field=f"{origin}.{e.field}") from e
+        for file_param in info.files:
+            from_defaults = file_param in default_params and file_param not in params
+            origin = "sweep" if file_param in values else "defaults.params" if from_defaults else "params"
+            config = dataclasses.replace(config, **{file_param: _input_image(
+                getattr(config, file_param), base_dir, path, name, f"{origin}.{file_param}")})
         full = config_to_params(config)
         if full.get("dataset") is not None:
             full["data_path"] = _data_path(full, base_dir, data_dir, path, name)
-        jobs.append(JobSpec(name=name, kind=kind, params=full, needs=(), queue=queue, priority=priority,
-                            max_attempts=max_attempts, timeout=float(timeout) if timeout is not None else None,
-                            sweep_values=labels, pinned=(parent.name,) if parent else ()))
+        common: dict[str, Any] = dict(queue=queue, priority=priority, max_attempts=max_attempts,
+                                      timeout=float(timeout) if timeout is not None else None, sweep_values=labels)
+        pinned = (parent.name,) if parent else ()
+        if not info.expands:
+            jobs.append(JobSpec(name=name, kind=kind, params=full, needs=(), pinned=pinned, **common))
+            continue
+        generated = dream_jobs(name, config)
+        for job_name, job_kind, job_params, internal in generated:
+            tile = job_kind == "dream_tile"
+            jobs.append(JobSpec(name=job_name, kind=job_kind, params=job_params, needs=internal,
+                                pinned=pinned if tile else (), group=name, entry_needs=tile,
+                                exported=job_name == generated[-1][0], **common))
     return jobs
+
+
+def _input_image(given: str, base_dir: Path, path: str, job: str, field: str) -> str:
+    """An input image's absolute path, checked now: a missing or undecodable file is a spec error."""
+    resolved = Path(given) if Path(given).is_absolute() else base_dir / given
+    try:
+        check_image(resolved)
+    except ValueError as e:
+        raise SpecError(path, str(e), job=job, field=field) from e
+    return str(resolved.resolve())
 
 
 def _fmt(v: Any) -> str:
@@ -276,11 +309,14 @@ def _data_path(params: dict[str, Any], base_dir: Path, data_dir: Path, path: str
 def _resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[str, list[JobSpec]],
                    by_name: Mapping[str, JobSpec], path: str) -> JobSpec:
     needs = entry.get("needs") or []
+    where = job.group or job.name  # a dream's errors name the dream, not one of its tiles
     if isinstance(needs, str):
         needs = [needs]
     if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
-        raise SpecError(path, "must be a job name or a list of job names", job=job.name, field="needs")
-    parents: list[str] = list(job.pinned)
+        raise SpecError(path, "must be a job name or a list of job names", job=where, field="needs")
+    parents: list[str] = list(job.pinned) + list(job.needs)
+    if not job.entry_needs:
+        return job
     for n in needs:
         if n == entry.get("foreach"):
             continue  # its own expansion is pinned already
@@ -290,32 +326,40 @@ def _resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[s
             group = [g for g in group if all(g.sweep_values[k] == job.sweep_values[k] for k in shared)]
             if not group:
                 pairs = ", ".join(f"{k}={_fmt(job.sweep_values[k])}" for k in shared)
-                raise SpecError(path, f"needs {n!r}, but no job of that sweep has {pairs}", job=job.name,
+                raise SpecError(path, f"needs {n!r}, but no job of that sweep has {pairs}", job=where,
                                 field="needs")
             parents.extend(g.name for g in group)
         elif n in by_name:
             parents.append(n)
         else:
-            raise SpecError(path, f"needs unknown job {n!r}", job=job.name, field="needs")
+            raise SpecError(path, f"needs unknown job {n!r}", job=where, field="needs")
     if job.name in parents or entry["name"] in needs:
-        raise SpecError(path, "a job cannot need itself", job=job.name, field="needs")
+        raise SpecError(path, "a job cannot need itself", job=where, field="needs")
     return JobSpec(**{**job.__dict__, "needs": tuple(dict.fromkeys(parents))})
 
 
 def _check_inputs(job: JobSpec, parents: list[JobSpec], path: str) -> None:
     """The parents a kind reads results from are there, in the right number and of the right model."""
     info = KINDS[job.kind]
+    where = job.group or job.name  # a dream's errors name the dream, not one of its tiles
     for inp in info.inputs:
         found = [p for p in parents if p.kind == inp.kind
                  and (inp.models is None or p.params.get("model") in inp.models)]
         what = inp.kind + (f" job of model {' or '.join(inp.models)}" if inp.models else " job")
         if len(found) < inp.min:
             article = "an" if what[0] in "aeiou" else "a"
-            raise SpecError(path, f"needs {article} {what} ({inp.role})", job=job.name, field="needs")
+            raise SpecError(path, f"needs {article} {what} ({inp.role})", job=where, field="needs")
         if len(found) > inp.max:
             names = ", ".join(p.name for p in found)
-            raise SpecError(path, f"needs at most {inp.max} {what} ({inp.role}), got {names}", job=job.name,
+            raise SpecError(path, f"needs at most {inp.max} {what} ({inp.role}), got {names}", job=where,
                             field="needs")
+    if job.kind == "dream_tile":
+        cnn = next(p for p in parents if p.kind == "train" and p.params.get("model") == "cnn")
+        n_maps = cnn_feature_maps(cnn.params)
+        if job.params["map"] >= n_maps:
+            raise SpecError(path, f"map {job.params['map']} (level {job.params['level']}) is out of range: the "
+                            f"features layer of {cnn.name!r} has {n_maps} maps (0 to {n_maps - 1})", job=where,
+                            field="params.maps")
     if info.dataset_unless:
         has_input = any(p.kind == info.dataset_unless for p in parents)
         article = "an" if info.dataset_unless[0] in "aeiou" else "a"

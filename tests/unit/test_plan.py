@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import textwrap
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import scheduler.plan
-from core.config import KINDS, NoopConfig, TrainConfig
+from core.config import KINDS, DreamMergeConfig, DreamTileConfig, NoopConfig, TrainConfig
 from core.params import config_to_params, parse_config
 from scheduler.plan import LOCATION_PARAMS, BatchPlan, fingerprint, job_data_identity, plan_batch
 from scheduler.spec import BatchSpec, load_spec
@@ -63,8 +64,17 @@ OTHER_VALUES = {
     "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "k": [2, 3], "algorithm": "minibatch", "n_init": 3,
                 "silhouette_sample": 100, "plot": "tsne", "plot_sample": 100, "seed": 1},
     "noop": {"seconds": 1.0, "fail": True, "value": 2.0},
+    # the dream entry is never a job itself, but its params must still tell dreams apart (sweeps, names)
+    "dream": {"levels": 1, "iterations": 2, "size": 1120, "maps": {0: 1, 1: [2, 3], 2: 4}, "epochs": {0: 5, 1: 6, 2: 7},
+              "epsilon": 0.1, "threshold": 0.01, "clip": 0.9},
+    "dream_tile": {"size": 224, "iteration": 1, "level": 1, "tile": 3, "map": 5, "epochs": 10, "epsilon": 0.1,
+                   "threshold": 0.01},
+    "dream_merge": {"size": 224, "iteration": 1, "level": 1, "levels": 2, "iterations": 3, "clip": 0.9},
 }
 OTHER_VALUES["sleep"] = OTHER_VALUES["noop"]
+# Params a value above needs to be valid on its own (a required one, or the bounds it must lie within).
+VALID_WITH = {"dream": {"image": "/d/in.jpg"}, "dream_tile": {"level": 2},
+              "dream_merge": {"levels": 2, "iterations": 3}}
 KIND_PARAMS = [(kind, name) for kind in sorted(KINDS)
                for name in sorted(set(KINDS[kind].config.__dataclass_fields__) - LOCATION_PARAMS)]
 
@@ -85,7 +95,12 @@ def test_other_values_are_valid_params() -> None:
         for param, value in values.items():
             if param == "dataset" and value in ("npz", "images"):
                 continue
-            parse_config(KINDS[kind].config, {param: value})  # raises if the test's value is itself invalid
+            # raises if the test's value is itself invalid
+            parse_config(KINDS[kind].config, {**VALID_WITH.get(kind, {}), param: value})
+
+
+def test_other_values_cover_every_kind() -> None:
+    assert set(OTHER_VALUES) == set(KINDS)
 
 
 def test_fingerprint_changes_with_noop_params() -> None:
@@ -95,10 +110,24 @@ def test_fingerprint_changes_with_noop_params() -> None:
 
 
 def test_fingerprint_ignores_data_path() -> None:
-    assert LOCATION_PARAMS == frozenset({"data_path"})
+    assert LOCATION_PARAMS == frozenset({"data_path", "image"})
     a = fingerprint("train", {**TRAIN, "data_path": "/a/mnist.npz"}, [], "mnist:abc")
     b = fingerprint("train", {**TRAIN, "data_path": "/b/other.npz"}, [], "mnist:abc")
     assert a == b
+
+
+def test_fingerprint_ignores_the_image_path() -> None:
+    # a dream's input image counts by its sha256 (the data identity), not by where it is
+    tile = config_to_params(DreamTileConfig())
+    a = fingerprint("dream_tile", {**tile, "image": "/a/in.jpg"}, ["cnn"], "image:abc")
+    b = fingerprint("dream_tile", {**tile, "image": "/b/renamed.jpg"}, ["cnn"], "image:abc")
+    assert a == b
+    assert fingerprint("dream_tile", {**tile, "image": "/a/in.jpg"}, ["cnn"], "image:abd") != a
+
+
+def test_location_params_are_the_file_params() -> None:
+    # every param naming an input file is a location: its content is fingerprinted through job_data_identity
+    assert {name for info in KINDS.values() for name in info.files} | {"data_path"} == LOCATION_PARAMS
 
 
 def test_fingerprint_changes_with_kind() -> None:
@@ -126,6 +155,9 @@ GOLDEN = {
     # TrainConfig with DataParams (image_size, color, test_size) and None for the model's z_dim/filters/lr
     "train": "e527868db5daa7a788b77b9287bf3d2c60e0da50729cc521c3cce707bab99c44",
     "cluster": "a68c8d0ec8220424d9c8d0bb7aa82f2c2174884660821a2a1d729bcf57ed45ed",
+    # a dream's later tiles and its merges: every stored dream step is reused by these
+    "dream_tile": "6168d08a1df7797bb9545bde3ab7be677b3e02ed95931bb05f8ea8cb603c9839",
+    "dream_merge": "77090ece56b2b5ef43ec0d048ba2e6f8bfede0abf708a0660232c9aa75ea7b4b",
 }
 
 
@@ -134,6 +166,8 @@ def test_fingerprint_golden_values() -> None:
     assert fingerprint("noop", config_to_params(NoopConfig()), [], None) == GOLDEN["noop"]
     assert fingerprint("train", TRAIN, [], "digits:bundled") == GOLDEN["train"]
     assert fingerprint("cluster", config_to_params(KINDS["cluster"].config()), ["p"], None) == GOLDEN["cluster"]
+    assert fingerprint("dream_tile", config_to_params(DreamTileConfig()), ["p"], None) == GOLDEN["dream_tile"]
+    assert fingerprint("dream_merge", config_to_params(DreamMergeConfig()), ["p"], None) == GOLDEN["dream_merge"]
 
 
 def test_fingerprint_changes_with_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,6 +307,20 @@ def test_data_identity_of_digits_and_noop(tmp_path: Path) -> None:
     spec = load(tmp_path, "batch: b\njobs:\n  - {name: t, kind: train}\n  - {name: n, kind: noop}\n")
     assert job_data_identity(spec.jobs[0]) == "digits:bundled"
     assert job_data_identity(spec.jobs[1]) is None
+
+
+def test_data_identity_of_dream_jobs(tmp_path: Path, shared_data: Path) -> None:
+    image = shared_data / "dream_input.jpg"
+    spec = load(tmp_path, f"""\
+        batch: b
+        jobs:
+          - {{name: cnn, kind: train, params: {{model: cnn}}}}
+          - {{name: d, kind: dream, needs: cnn, params: {{image: {image}, levels: 0, iterations: 2}}}}
+        """)
+    identities = {j.name: job_data_identity(j) for j in spec.jobs}
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    assert identities == {"cnn": "digits:bundled", "d/i0/L0/t0": f"image:{digest}", "d/i0/L0/merge": None,
+                          "d/i1/L0/t0": None, "d/i1/L0/merge": None}
 
 
 def test_digits_and_mnist_differ(tmp_path: Path, shared_data: Path) -> None:

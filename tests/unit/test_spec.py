@@ -226,8 +226,8 @@ def test_unknown_job_field(tmp_path: Path) -> None:
 def test_unknown_kind(tmp_path: Path, kind_part: str, shown: str) -> None:
     sep = ", " if kind_part else ""
     e = spec_error(tmp_path, f"batch: b\njobs:\n  - {{name: a{sep}{kind_part}}}\n")
-    check(e, "a", "kind", f"unknown kind {shown}; expected one of: cluster, encode, noop, sample, sleep, train")
-    assert e.message == f"unknown kind {shown}; expected one of: cluster, encode, noop, sample, sleep, train"
+    check(e, "a", "kind", f"unknown kind {shown}; expected one of: cluster, dream, encode, noop, sample, sleep, train")
+    assert e.message == f"unknown kind {shown}; expected one of: cluster, dream, encode, noop, sample, sleep, train"
 
 
 def test_kind_that_is_a_list(tmp_path: Path) -> None:
