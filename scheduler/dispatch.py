@@ -46,7 +46,13 @@ def send_jobs(app: Celery, store: Store, job_ids: Iterable[int]) -> None:
     if not ids:
         return
     with store.session() as s:
-        jobs = [queries.require_job(s, i) for i in ids]
+        jobs = queries.jobs_by_ids(s, ids)
+    _send(app, jobs)
+
+
+def _send(app: Celery, jobs: list[Job]) -> None:
+    if not jobs:
+        return
     try:
         with app.producer_or_acquire() as producer:
             for job in jobs:
@@ -107,8 +113,8 @@ def complete_job(store: Store, app: Celery, job_id: int, by: str) -> bool:
         if not jobrepo.transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=by, progress=1.0,
                                   lease_until=None):
             return False
-        queued = _queue_ready_children(s, job_id)
-    send_jobs(app, store, queued)
+        queued = queries.jobs_by_ids(s, _queue_ready_children(s, job_id))
+    _send(app, queued)
     return True
 
 

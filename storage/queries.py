@@ -102,6 +102,29 @@ def job_parents(session: Session, job_id: int) -> list[int]:
     return list(session.scalars(select(JobDepRow.parent_id).where(JobDepRow.child_id == job_id)))
 
 
+def jobs_by_ids(session: Session, job_ids: list[int]) -> list[Job]:
+    """The jobs with these ids, in id order (one query); ids of no job are left out."""
+    if not job_ids:
+        return []
+    return [from_row(Job, r) for r in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids))
+                                                     .order_by(JobRow.id))]
+
+
+def parent_jobs(session: Session, job_id: int) -> list[Job]:
+    """The jobs ``job_id`` needs, in id order (one query)."""
+    q = (select(JobRow).join(JobDepRow, JobDepRow.parent_id == JobRow.id)
+         .where(JobDepRow.child_id == job_id).order_by(JobRow.id))
+    return [from_row(Job, r) for r in session.scalars(q)]
+
+
+def artifacts_of(session: Session, job_ids: list[int]) -> list[Artifact]:
+    """Every artifact of these jobs, by job id and name (one query)."""
+    if not job_ids:
+        return []
+    q = select(ArtifactRow).where(ArtifactRow.job_id.in_(job_ids)).order_by(ArtifactRow.job_id, ArtifactRow.name)
+    return [from_row(Artifact, r) for r in session.scalars(q)]
+
+
 def job_metrics(session: Session, job_ids: list[int], key: str | None = None) -> list[Metric]:
     q = select(MetricRow).where(MetricRow.job_id.in_(job_ids)).order_by(MetricRow.job_id, MetricRow.key,
                                                                          MetricRow.step)

@@ -6,9 +6,12 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from scheduler.settings import Settings
 from storage import jobs as jobrepo
@@ -23,13 +26,42 @@ class JobCancelled(Exception):
 
 
 class JobContext:
-    """Given to a handler. Every call writes through to the store in its own short transaction."""
+    """Given to a handler. Every call writes through to the store in its own short transaction, except inside
+    ``together()``, whose writes share one."""
 
     def __init__(self, store: Store, settings: Settings, job: Job, worker: str) -> None:
         self.store = store
         self.settings = settings
         self.job = job
         self.worker = worker
+        # This job's parents and their artifacts, read once: finished jobs' results do not change.
+        self._parents: list[Job] | None = None
+        self._parent_artifacts: dict[tuple[int, str], Artifact] = {}
+        self._pending: list[Callable[[Session], None]] | None = None  # writes held back by together()
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Record the metrics and artifacts of the block in one transaction at its end (fewer round trips for
+        short jobs). Blobs are written at once; if the block raises, none of its rows is recorded."""
+        if self._pending is not None:  # nested: the outer block writes
+            yield
+            return
+        self._pending = []
+        try:
+            yield
+            pending = self._pending
+        finally:
+            self._pending = None
+        with self.store.session() as s:
+            for write in pending:
+                write(s)
+
+    def _write(self, write: Callable[[Session], None]) -> None:
+        if self._pending is not None:
+            self._pending.append(write)
+            return
+        with self.store.session() as s:
+            write(s)
 
     def metric(self, key: str, value: float, step: int = 0) -> None:
         self.metrics({key: value}, step)
@@ -39,9 +71,13 @@ class JobContext:
         for k, v in values.items():
             if not math.isfinite(float(v)):
                 raise FloatingPointError(f"metric {k} is {v} at step {step}")
-        with self.store.session() as s:
-            for k, v in values.items():
-                jobrepo.put_metric(s, self.job.id, k, float(v), step)
+        rows = {k: float(v) for k, v in values.items()}
+
+        def write(s: Session) -> None:
+            for k, v in rows.items():
+                jobrepo.put_metric(s, self.job.id, k, v, step)
+
+        self._write(write)
 
     def artifact_bytes(self, name: str, data: bytes, media_type: str, meta: dict[str, Any] | None = None) -> None:
         blob = self.store.artifacts.put_bytes(data)
@@ -68,9 +104,16 @@ class JobContext:
 
     def parents(self, of: Job | None = None) -> list[Job]:
         """The jobs ``of`` (default: this job) needs, in id order."""
-        job = of or self.job
+        if of is None and self._parents is not None:
+            return self._parents
         with self.store.session() as s:
-            return [queries.require_job(s, p) for p in sorted(queries.job_parents(s, job.id))]
+            found = queries.parent_jobs(s, (of or self.job).id)
+            if of is None:  # this job's own parents: their artifacts come along, for artifact() and friends
+                self._parent_artifacts = {(a.job_id, a.name): a
+                                          for a in queries.artifacts_of(s, [p.id for p in found])}
+        if of is None:
+            self._parents = found
+        return found
 
     def parent(self, kind: str, of: Job | None = None, models: tuple[str, ...] | None = None,
                required: bool = True) -> Job | None:
@@ -83,11 +126,28 @@ class JobContext:
         return found[0]
 
     def artifact(self, job: Job, name: str) -> Artifact:
+        """The artifact ``name`` of ``job`` (of this job's parents: as read with them)."""
+        known = self._parent_artifacts.get((job.id, name))
+        if known is not None:
+            return known
         with self.store.session() as s:
             for a in queries.job_artifacts(s, job.id):
                 if a.name == name:
                     return a
         raise NotFound(f"job {job.name!r} (#{job.id}) has no artifact {name!r}")
+
+    def artifacts(self, jobs: list[Job], name: str) -> list[Artifact]:
+        """The artifact ``name`` of each of ``jobs``, in their order (one query at most); NotFound if one
+        lacks it."""
+        unknown = [j.id for j in jobs if (j.id, name) not in self._parent_artifacts]
+        found = dict(self._parent_artifacts)
+        if unknown:
+            with self.store.session() as s:
+                found.update({(a.job_id, a.name): a for a in queries.artifacts_of(s, unknown)})
+        missing = [j for j in jobs if (j.id, name) not in found]
+        if missing:
+            raise NotFound(f"job {missing[0].name!r} (#{missing[0].id}) has no artifact {name!r}")
+        return [found[(j.id, name)] for j in jobs]
 
     def artifact_path(self, job: Job, name: str, artifact: Artifact | None = None) -> Path:
         """The local file of another job's artifact (the artifact store is shared by every worker)."""
@@ -96,21 +156,23 @@ class JobContext:
             raise NotFound(f"artifact {name!r} of job {job.name!r} is missing from the store: {path}")
         return path
 
-    def load_model(self, job: Job, name: str = "model.keras") -> Any:
-        """Another job's Keras model, from this process's model cache when it was loaded before."""
+    def load_model(self, job: Job, name: str = "model.keras", view: Callable[[Any], Any] | None = None) -> Any:
+        """Another job's Keras model, from this process's model cache when it was loaded before.
+
+        ``view`` (e.g. ``core.dream.features_model``) derives another model from it; that is cached too.
+        """
         from workers.models import load_model
 
         a = self.artifact(job, name)
-        return load_model(self.artifact_path(job, name, a), a.sha256)
+        return load_model(self.artifact_path(job, name, a), a.sha256, view)
 
-    def load_npy(self, job: Job, name: str) -> Any:
+    def load_npy(self, job: Job, name: str, artifact: Artifact | None = None) -> Any:
         import numpy as np
 
-        return np.load(self.artifact_path(job, name), allow_pickle=False)
+        return np.load(self.artifact_path(job, name, artifact), allow_pickle=False)
 
     def _record(self, name: str, uri: str, sha: str, size: int, media_type: str, meta: dict[str, Any] | None) -> None:
-        with self.store.session() as s:
-            jobrepo.put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta)
+        self._write(lambda s: jobrepo.put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta))
 
     def progress(self, fraction: float, message: str | None = None) -> bool:
         """Report progress (0..1) and renew the lease. Returns True if the user asked to cancel the job."""

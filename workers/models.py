@@ -9,13 +9,14 @@ from __future__ import annotations
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-MAX_MODELS = 4
+MAX_MODELS = 8  # models and views of them (a dream's feature model counts as one)
 
 _lock = threading.Lock()
-_cache: OrderedDict[str, Any] = OrderedDict()
+_cache: OrderedDict[tuple[str, str], Any] = OrderedDict()  # (sha256, view) -> model
 loads = 0  # how many times a model was read from disk (tests check the cache works)
 _link_dir: str | None = None
 
@@ -33,20 +34,28 @@ def _with_keras_suffix(path: Path, sha256: str) -> Path:
     return link
 
 
-def load_model(path: Path, sha256: str) -> Any:
-    """The Keras model stored at ``path`` (whose content has ``sha256``), loaded once per process."""
-    global loads
-    with _lock:
-        model = _cache.get(sha256)
-        if model is not None:
-            _cache.move_to_end(sha256)
-            return model
-    import keras  # TensorFlow only when a job runs
+def load_model(path: Path, sha256: str, view: Callable[[Any], Any] | None = None) -> Any:
+    """The Keras model stored at ``path`` (whose content has ``sha256``), loaded once per process.
 
-    model = keras.saving.load_model(_with_keras_suffix(path, sha256), compile=False)
+    With ``view``, ``view(model)`` instead (a model derived from it, e.g. up to one layer), made once too.
+    """
+    global loads
+    key = (sha256, "" if view is None else f"{view.__module__}.{view.__qualname__}")
     with _lock:
-        loads += 1
-        _cache[sha256] = model
+        model = _cache.get(key)
+        if model is not None:
+            _cache.move_to_end(key)
+            return model
+    if view is not None:
+        model = view(load_model(path, sha256))
+    else:
+        import keras  # TensorFlow only when a job runs
+
+        model = keras.saving.load_model(_with_keras_suffix(path, sha256), compile=False)
+    with _lock:
+        if view is None:
+            loads += 1
+        _cache[key] = model
         while len(_cache) > MAX_MODELS:
             _cache.popitem(last=False)
     return model

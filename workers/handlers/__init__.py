@@ -7,6 +7,7 @@ from typing import Any
 
 from workers.context import JobContext
 from workers.handlers.cluster import run_cluster
+from workers.handlers.dream import run_dream_merge, run_dream_tile
 from workers.handlers.encode import run_encode
 from workers.handlers.noop import run_noop
 from workers.handlers.sample import run_sample
@@ -21,4 +22,6 @@ HANDLERS: dict[str, Handler] = {
     "encode": run_encode,
     "sample": run_sample,
     "cluster": run_cluster,
+    "dream_tile": run_dream_tile,
+    "dream_merge": run_dream_merge,
 }

@@ -1,0 +1,109 @@
+"""The dream kinds: ``dream_tile`` (one tile of one level through the cnn) and ``dream_merge`` (one level's tiles
+written back into the image, standardized). A spec's ``dream`` entry makes them; see ``scheduler.dream_spec``.
+
+A tile job reads the image the merge before it made (``image.npy``) and writes its tile (``tile.npy``, with the
+activation gain as the metric ``gain`` and the seconds the algorithm took as ``seconds``); a merge job reads its tiles and writes ``image.npy``. The last merge of
+an iteration keeps ``image.png``; the last merge of the dream keeps ``final.npy``, ``final.png`` and
+``iterations.png`` (the input, then every iteration's image, side by side).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.config import DreamMergeConfig, DreamTileConfig
+from storage.records import Job
+from workers.context import JobContext
+
+
+def _same_size(image: np.ndarray, size: int, source: str) -> np.ndarray:
+    if image.shape != (size, size):
+        raise ValueError(f"{source} has shape {image.shape}, not the dream's working size ({size}, {size})")
+    return image
+
+
+def run_dream_tile(ctx: JobContext, config: DreamTileConfig) -> None:
+    from core.dream import features_model, load_image, process_tile, tiles
+
+    parents = ctx.parents()
+    cnn = ctx.parent("train", models=("cnn",))
+    assert cnn is not None
+    model = ctx.load_model(cnn, view=features_model)  # cached per process: the tiles of a batch share it
+    if config.image is not None:  # the first tile of a dream reads the input file
+        image = load_image(config.image, config.size)
+        ctx.artifact_npy("input.npy", image)
+    else:
+        before = next((p for p in parents if p.kind == "dream_merge"), None)
+        if before is None:
+            raise LookupError(f"tile job {ctx.job.name!r} has neither an image file nor a dream_merge parent")
+        image = _same_size(ctx.load_npy(before, "image.npy"), config.size, f"the image of {before.name!r}")
+    row0, col0, side = tiles(config.level, config.size)[config.tile]
+    started = time.perf_counter()
+    new_tile, gain = process_tile(model, image[row0:row0 + side, col0:col0 + side], config.map, config.epochs,
+                                  config.epsilon, config.threshold)
+    seconds = time.perf_counter() - started
+    with ctx.together():  # one transaction for the tile's results: tile jobs are short
+        ctx.artifact_npy("tile.npy", new_tile, {"row0": row0, "col0": col0, "gain": gain})
+        ctx.metrics({"gain": gain, "seconds": seconds})
+
+
+def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
+    from core.dream import merge, tiles, to_png_array
+    from core.images import grey_png
+
+    parts_of = [p for p in ctx.parents() if p.kind == "dream_tile"]
+    layout = tiles(config.level, config.size)
+    indices = sorted(int(p.params["tile"]) for p in parts_of)
+    if indices != list(range(len(layout))):
+        raise ValueError(f"level {config.level} has {len(layout)} tiles; this merge got tiles {indices}")
+    arts = ctx.artifacts(parts_of, "tile.npy")
+    parts = []
+    for job, art in zip(parts_of, arts, strict=True):
+        row0, col0, side = layout[int(job.params["tile"])]
+        tile = ctx.load_npy(job, "tile.npy", art)
+        if tile.shape != (side, side):
+            raise ValueError(f"tile {job.name!r} has shape {tile.shape}, expected ({side}, {side})")
+        parts.append((row0, col0, tile))
+    # The tiles cover the image, so the image they were cut from is not needed: every pixel is overwritten.
+    image = merge(np.zeros((config.size, config.size), np.float32), parts)
+    gains = [float(a.meta["gain"]) for a in arts]
+    history = _history(ctx, config) if config.final else []
+    with ctx.together():
+        ctx.artifact_npy("image.npy", image, {"iteration": config.iteration, "level": config.level})
+        ctx.metrics({"gain_mean": float(np.mean(gains)), "gain_min": min(gains), "gain_max": max(gains)})
+        if config.last_level:
+            png = grey_png(to_png_array(image, config.clip))
+            ctx.artifact_bytes("image.png", png, "image/png", {"iteration": config.iteration, "clip": config.clip})
+        if config.final:
+            ctx.artifact_npy("final.npy", image)
+            ctx.artifact_bytes("final.png", png, "image/png", {"iterations": config.iterations, "clip": config.clip})
+            strip = [to_png_array(x, config.clip) for x in [*history, image]]
+            ctx.artifact_bytes("iterations.png", _side_by_side(strip, grey_png), "image/png",
+                               {"panels": ["input"] + [f"iteration {i}" for i in range(config.iterations)]})
+
+
+def _history(ctx: JobContext, config: DreamMergeConfig) -> list[np.ndarray]:
+    """The dream's input and the images of every iteration before this (the last) merge's, walking back
+    through the DAG."""
+    images: list[np.ndarray] = []
+    job: Job = ctx.job
+    while True:
+        if job.id != ctx.job.id and int(job.params["level"]) == config.levels:
+            images.append(ctx.load_npy(job, "image.npy"))
+        tile = next(p for p in ctx.parents(job if job.id != ctx.job.id else None) if p.kind == "dream_tile")
+        before = next((p for p in ctx.parents(tile) if p.kind == "dream_merge"), None)
+        if before is None:  # the first tile: it kept the input
+            images.append(ctx.load_npy(tile, "input.npy"))
+            return images[::-1]
+        job = before
+
+
+def _side_by_side(images: list[np.ndarray], encode) -> bytes:  # type: ignore[no-untyped-def]
+    """One row of equally sized uint8 images with 4-pixel white gaps, as PNG bytes."""
+    gap = np.full((images[0].shape[0], 4), 255, np.uint8)
+    row = [images[0]]
+    for x in images[1:]:
+        row += [gap, x]
+    return encode(np.concatenate(row, axis=1))
