@@ -3,11 +3,11 @@ so two workers can never both run one job and a redelivered message for a finish
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
@@ -66,6 +66,12 @@ def transition(
     Returns whether this call made the change (exactly one of several racing callers gets True). Records a
     status event (by worker ``by``) when it does. Extra column ``values`` are set in the same UPDATE.
     """
+    return _move(session, job_id, src, dst, message, by, values) is not None
+
+
+def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], dst: JobStatus,
+          message: str | None, by: str | None, values: dict[str, Any]) -> Any:
+    """``transition``'s work: one guarded UPDATE ... RETURNING the job's row (None if not moved) + its event."""
     sources = [src] if isinstance(src, JobStatus) else list(src)
     for s in sources:
         if not can_move(s, dst):
@@ -80,29 +86,27 @@ def transition(
     }.get(dst)
     if stamp and stamp not in values:
         values[stamp] = now
-    result = session.execute(
-        update(JobRow)
+    row = session.execute(
+        update(JobRow.__table__)
         .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
         .values(status=dst.value, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        return False
-    attempt = session.scalar(select(JobRow.attempts).where(JobRow.id == job_id))
-    session.add(EventRow(job_id=job_id, time=now, kind="status", status=dst.value, message=message,
-                         worker=by, attempt=attempt))
-    return True
+        .returning(*JobRow.__table__.c)
+    ).first()
+    if row is None:
+        return None
+    session.execute(insert(EventRow.__table__).values(job_id=job_id, time=now, kind="status", status=dst.value,
+                                                     message=message, worker=by, attempt=row.attempts))
+    return row
 
 
 def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu: str | None = None) -> Job | None:
     """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued."""
     now = utcnow()
-    ok = transition(
-        session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, by=worker, worker=worker, message=f"claimed by {worker}",
-        attempts=JobRow.attempts + 1, gpu=gpu, heartbeat_at=now, lease_until=now + timedelta(seconds=lease_seconds),
-        error=None, traceback=None, progress=0.0,
-    )
-    return get_job(session, job_id) if ok else None
+    row = _move(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, f"claimed by {worker}", worker, dict(
+        worker=worker, attempts=JobRow.attempts + 1, gpu=gpu, heartbeat_at=now,
+        lease_until=now + timedelta(seconds=lease_seconds), error=None, traceback=None, progress=0.0,
+    ))
+    return from_row(Job, row) if row is not None else None
 
 
 def heartbeat(session: Session, job_id: int, worker: str, lease_seconds: float, progress: float | None = None) -> bool:
@@ -127,22 +131,46 @@ def get_job(session: Session, job_id: int) -> Job | None:
 
 def add_event(session: Session, job_id: int, kind: str, message: str, worker: str | None = None,
               attempt: int | None = None) -> None:
-    session.add(EventRow(job_id=job_id, kind=kind, message=message, worker=worker, attempt=attempt))
+    session.execute(insert(EventRow.__table__).values(job_id=job_id, time=utcnow(), kind=kind, message=message,
+                                                     worker=worker, attempt=attempt))
 
 
 def put_metric(session: Session, job_id: int, key: str, value: float, step: int = 0,
                time: datetime | None = None) -> None:
     """Record a metric; a second value for the same (job, key, step) replaces the first (a resumed job)."""
-    session.execute(delete(MetricRow).where(MetricRow.job_id == job_id, MetricRow.key == key, MetricRow.step == step))
-    session.add(MetricRow(job_id=job_id, key=key, step=step, value=float(value), time=time or utcnow()))
+    put_metrics(session, job_id, {key: value}, step, time)
+
+
+def put_metrics(session: Session, job_id: int, values: Mapping[str, float], step: int = 0,
+                time: datetime | None = None) -> None:
+    """Record several metrics at one step in one statement, each replacing an earlier value of its key."""
+    if not values:
+        return
+    at = time or utcnow()
+    _upsert(session, MetricRow, [{"job_id": job_id, "key": k, "step": step, "value": float(v), "time": at}
+                                 for k, v in values.items()], ["job_id", "key", "step"], ["value", "time"])
 
 
 def put_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str, size: int, media_type: str,
                  meta: dict[str, Any] | None = None) -> None:
     """Record an artifact of a job; an artifact of the same name (from an earlier attempt) is replaced."""
-    session.execute(delete(ArtifactRow).where(ArtifactRow.job_id == job_id, ArtifactRow.name == name))
-    session.add(ArtifactRow(job_id=job_id, name=name, uri=uri, sha256=sha256, bytes=size, media_type=media_type,
-                            meta=meta or {}))
+    _upsert(session, ArtifactRow, [{"job_id": job_id, "name": name, "uri": uri, "sha256": sha256, "bytes": size,
+                                    "media_type": media_type, "meta": meta or {}, "created_at": utcnow()}],
+            ["job_id", "name"], ["uri", "sha256", "bytes", "media_type", "meta", "created_at"])
+
+
+def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: one round trip where a delete and an insert took two."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:  # pragma: no cover - the store supports SQLite and PostgreSQL
+        raise NotImplementedError(f"no upsert for the {dialect} dialect")
+    stmt = dialect_insert(model.__table__).values(rows)
+    session.execute(stmt.on_conflict_do_update(index_elements=keys,
+                                               set_={c: getattr(stmt.excluded, c) for c in update_cols}))
 
 
 def succeeded_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> dict[str, int]:

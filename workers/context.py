@@ -73,11 +73,7 @@ class JobContext:
                 raise FloatingPointError(f"metric {k} is {v} at step {step}")
         rows = {k: float(v) for k, v in values.items()}
 
-        def write(s: Session) -> None:
-            for k, v in rows.items():
-                jobrepo.put_metric(s, self.job.id, k, v, step)
-
-        self._write(write)
+        self._write(lambda s: jobrepo.put_metrics(s, self.job.id, rows, step))
 
     def artifact_bytes(self, name: str, data: bytes, media_type: str, meta: dict[str, Any] | None = None) -> None:
         blob = self.store.artifacts.put_bytes(data)
