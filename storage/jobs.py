@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
@@ -194,6 +194,26 @@ def copy_results(session: Session, source_id: int, target_id: int) -> None:
         session.add(MetricRow(job_id=target_id, key=m.key, step=m.step, value=m.value, time=m.time))
 
 
+_parent = aliased(JobRow)
+# Built once: statement construction costs more than running these on a small job's path.
+_PENDING_CHILDREN = (
+    select(JobRow.id)
+    .join(JobDepRow, JobDepRow.child_id == JobRow.id)
+    .where(JobDepRow.parent_id == bindparam("job_id"), JobRow.status == JobStatus.PENDING.value)
+    .order_by(JobRow.id)
+    .with_for_update(of=JobRow)
+)
+_READY = (
+    select(JobRow.id)
+    .where(JobRow.id.in_(bindparam("ids", expanding=True)), JobRow.status == JobStatus.PENDING.value,
+           ~select(JobDepRow.parent_id)
+           .join(_parent, _parent.id == JobDepRow.parent_id)
+           .where(JobDepRow.child_id == JobRow.id, _parent.status != JobStatus.SUCCEEDED.value)
+           .exists())
+    .order_by(JobRow.id)
+)
+
+
 def ready_children(session: Session, job_id: int) -> list[int]:
     """Children of ``job_id`` that are pending and whose parents have all succeeded (fan-in counted in SQL).
 
@@ -203,27 +223,10 @@ def ready_children(session: Session, job_id: int) -> list[int]:
     finisher wait for the first to commit; its count then sees both parents succeeded. SQLite needs no lock:
     its write transactions run one at a time.
     """
-    children = list(session.scalars(
-        select(JobRow.id)
-        .join(JobDepRow, JobDepRow.child_id == JobRow.id)
-        .where(JobDepRow.parent_id == job_id, JobRow.status == JobStatus.PENDING.value)
-        .order_by(JobRow.id)
-        .with_for_update(of=JobRow)
-    ))
+    children = list(session.scalars(_PENDING_CHILDREN, {"job_id": job_id}))
     if not children:
         return []
-    parent = aliased(JobRow)
-    unfinished_parent = (
-        select(JobDepRow.parent_id)
-        .join(parent, parent.id == JobDepRow.parent_id)
-        .where(JobDepRow.child_id == JobRow.id, parent.status != JobStatus.SUCCEEDED.value)
-        .exists()
-    )
-    return list(session.scalars(
-        select(JobRow.id)
-        .where(JobRow.id.in_(children), JobRow.status == JobStatus.PENDING.value, ~unfinished_parent)
-        .order_by(JobRow.id)
-    ))
+    return list(session.scalars(_READY, {"ids": children}))
 
 
 def roots(session: Session, batch_id: int) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
@@ -102,27 +102,30 @@ def job_parents(session: Session, job_id: int) -> list[int]:
     return list(session.scalars(select(JobDepRow.parent_id).where(JobDepRow.child_id == job_id)))
 
 
+_JOBS_BY_IDS = select(JobRow).where(JobRow.id.in_(bindparam("ids", expanding=True))).order_by(JobRow.id)
+_PARENT_JOBS = (select(JobRow).join(JobDepRow, JobDepRow.parent_id == JobRow.id)
+                .where(JobDepRow.child_id == bindparam("job_id")).order_by(JobRow.id))
+_ARTIFACTS_OF = (select(ArtifactRow).where(ArtifactRow.job_id.in_(bindparam("ids", expanding=True)))
+                 .order_by(ArtifactRow.job_id, ArtifactRow.name))
+
+
 def jobs_by_ids(session: Session, job_ids: list[int]) -> list[Job]:
     """The jobs with these ids, in id order (one query); ids of no job are left out."""
     if not job_ids:
         return []
-    return [from_row(Job, r) for r in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids))
-                                                     .order_by(JobRow.id))]
+    return [from_row(Job, r) for r in session.scalars(_JOBS_BY_IDS, {"ids": list(job_ids)})]
 
 
 def parent_jobs(session: Session, job_id: int) -> list[Job]:
     """The jobs ``job_id`` needs, in id order (one query)."""
-    q = (select(JobRow).join(JobDepRow, JobDepRow.parent_id == JobRow.id)
-         .where(JobDepRow.child_id == job_id).order_by(JobRow.id))
-    return [from_row(Job, r) for r in session.scalars(q)]
+    return [from_row(Job, r) for r in session.scalars(_PARENT_JOBS, {"job_id": job_id})]
 
 
 def artifacts_of(session: Session, job_ids: list[int]) -> list[Artifact]:
     """Every artifact of these jobs, by job id and name (one query)."""
     if not job_ids:
         return []
-    q = select(ArtifactRow).where(ArtifactRow.job_id.in_(job_ids)).order_by(ArtifactRow.job_id, ArtifactRow.name)
-    return [from_row(Artifact, r) for r in session.scalars(q)]
+    return [from_row(Artifact, r) for r in session.scalars(_ARTIFACTS_OF, {"ids": list(job_ids)})]
 
 
 def job_metrics(session: Session, job_ids: list[int], key: str | None = None) -> list[Metric]:
