@@ -297,28 +297,24 @@ class DreamTileConfig:
 @dataclass(frozen=True)
 class DreamMergeConfig:
     """Write one level's tiles (its parents) into the image and standardize it. The last level of an iteration
-    also keeps the iteration's PNG; the last merge of a dream keeps the final image (PNG and .npy)."""
+    also keeps the iteration's PNG; the last merge of a dream keeps the final image (PNG and .npy).
+
+    It is told whether it is last rather than how many levels and iterations there are, so that a dream given
+    more iterations reuses every job of the iterations before its last one from the cache.
+    """
 
     size: int = 112
     iteration: int = 0
     level: int = 0
-    levels: int = 0  # the dream's finest level
-    iterations: int = 1  # the dream's number of iterations
+    last_level: bool = True  # the finest level: its image is the iteration's
+    final: bool = True  # the last merge of the dream
     clip: float = 0.98
 
     def validate(self) -> None:
-        require(0 <= self.level <= self.levels, "level", f"must be from 0 to levels={self.levels}, got {self.level}")
-        require(0 <= self.iteration < self.iterations, "iteration",
-                f"must be from 0 to iterations-1={self.iterations - 1}, got {self.iteration}")
+        require(self.level >= 0, "level", f"must be >= 0, got {self.level}")
+        require(self.iteration >= 0, "iteration", f"must be >= 0, got {self.iteration}")
+        require(self.last_level or not self.final, "final", "only a merge of the last level can be final")
         require(0 < self.clip <= 1, "clip", f"must be in (0, 1], got {self.clip}")
-
-    @property
-    def last_level(self) -> bool:
-        return self.level == self.levels
-
-    @property
-    def final(self) -> bool:
-        return self.last_level and self.iteration == self.iterations - 1
 
 
 @dataclass(frozen=True)

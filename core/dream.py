@@ -78,6 +78,10 @@ class DreamConfig:
         if self.side < multiple or self.side % multiple or self.side > MAX_SIZE:
             raise ConfigError("size", f"must be a multiple of {multiple} (= {BASE} * 2**levels, to tile every level) "
                               f"up to {MAX_SIZE}, got {self.size}")
+        for name, value in (("maps", self.maps), ("epochs", self.epochs), ("epsilon", self.epsilon)):
+            extra = sorted(k for k in value if k > self.levels) if isinstance(value, Mapping) else []
+            if extra:
+                raise ConfigError(name, f"gives a value for level {extra[0]}, but levels is {self.levels}")
         for level in range(self.levels + 1):
             if self.epochs_for(level) < 0:
                 raise ConfigError("epochs", f"must be >= 0 (level {level}), got {self.epochs_for(level)}")

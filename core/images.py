@@ -94,5 +94,5 @@ def grey_png(pixels: np.ndarray) -> bytes:
     if pixels.ndim != 2 or pixels.dtype != np.uint8 or 0 in pixels.shape:
         raise ValueError(f"expected a non-empty 2-D uint8 array, got {pixels.dtype} of shape {pixels.shape}")
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)  # fast: a dream writes one per iteration
     return buf.getvalue()

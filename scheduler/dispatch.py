@@ -6,7 +6,7 @@ id alone) is sent after the commit. Fan-in is counted in SQL when a parent finis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,16 +103,20 @@ def _queue_ready_children(s: Session, job_id: int) -> list[int]:
             if jobrepo.transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
 
 
-def complete_job(store: Store, app: Celery, job_id: int, by: str) -> bool:
-    """Mark a running job succeeded and queue its ready children, in one transaction; then send them.
+def complete_job(store: Store, app: Celery, job_id: int, by: str,
+                 results: Callable[[Session], None] | None = None) -> bool:
+    """Record a running job's ``results`` (rows: metrics, artifacts), mark it succeeded and queue its ready
+    children, in one transaction; then send them.
 
-    One transaction, so no reader ever sees the parent finished and its children not yet queued. Returns False
-    (and changes nothing) if the job was no longer running.
+    One transaction, so no reader ever sees the job succeeded without its results, or finished with its children
+    not yet queued. Returns False (and records nothing) if the job was no longer running.
     """
     with store.session() as s:
         if not jobrepo.transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=by, progress=1.0,
                                   lease_until=None):
             return False
+        if results is not None:
+            results(s)
         queued = queries.jobs_by_ids(s, _queue_ready_children(s, job_id))
     _send(app, queued)
     return True

@@ -44,8 +44,10 @@ def dream_jobs(dream: str, params: DreamParams) -> list[tuple[str, str, dict[str
                 }
                 names.append(tile_name(dream, it, level, index))
                 out.append((names[-1], "dream_tile", tile, (previous,) if previous else ()))
-            merge: Mapping[str, Any] = {"size": size, "iteration": it, "level": level, "levels": config.levels,
-                                        "iterations": config.iterations, "clip": float(params.clip)}
+            last_level = level == config.levels
+            merge: Mapping[str, Any] = {"size": size, "iteration": it, "level": level, "last_level": last_level,
+                                        "final": last_level and it == config.iterations - 1,
+                                        "clip": float(params.clip)}
             previous = merge_name(dream, it, level)
             out.append((previous, "dream_merge", dict(merge), tuple(names)))
     return out

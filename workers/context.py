@@ -38,6 +38,23 @@ class JobContext:
         self._parents: list[Job] | None = None
         self._parent_artifacts: dict[tuple[int, str], Artifact] = {}
         self._pending: list[Callable[[Session], None]] | None = None  # writes held back by together()
+        self._results: list[Callable[[Session], None]] = []  # writes for the job's completing transaction
+
+    @contextmanager
+    def results(self) -> Iterator[None]:
+        """Record the metrics and artifacts of the block in the transaction that marks the job succeeded (the
+        end of a short job: one transaction less, and no reader sees the job done without them). Use it for a
+        handler's last writes; if the job then fails or was cancelled, they are not recorded."""
+        with self.together():
+            yield
+            assert self._pending is not None
+            self._results.extend(self._pending)
+            self._pending.clear()
+
+    def write_results(self, session: Session) -> None:
+        """Apply the writes ``results()`` held back (called by the completing transaction)."""
+        for write in self._results:
+            write(session)
 
     @contextmanager
     def together(self) -> Iterator[None]:
@@ -103,13 +120,16 @@ class JobContext:
         if of is None and self._parents is not None:
             return self._parents
         with self.store.session() as s:
-            found = queries.parent_jobs(s, (of or self.job).id)
-            if of is None:  # this job's own parents: their artifacts come along, for artifact() and friends
-                self._parent_artifacts = {(a.job_id, a.name): a
-                                          for a in queries.artifacts_of(s, [p.id for p in found])}
-        if of is None:
-            self._parents = found
-        return found
+            if of is None:
+                return self.read_parents(s)
+            return queries.parent_jobs(s, of.id)
+
+    def read_parents(self, session: Session) -> list[Job]:
+        """Read this job's parents and their artifacts (for artifact() and friends) in ``session``, once."""
+        self._parents = queries.parent_jobs(session, self.job.id)
+        self._parent_artifacts = {(a.job_id, a.name): a
+                                  for a in queries.artifacts_of(session, [p.id for p in self._parents])}
+        return self._parents
 
     def parent(self, kind: str, of: Job | None = None, models: tuple[str, ...] | None = None,
                required: bool = True) -> Job | None:

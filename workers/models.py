@@ -6,12 +6,15 @@ dream); loading a ``.keras`` file costs far more than running a small model once
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MAX_MODELS = 8  # models and views of them (a dream's feature model counts as one)
 
@@ -52,6 +55,7 @@ def load_model(path: Path, sha256: str, view: Callable[[Any], Any] | None = None
         import keras  # TensorFlow only when a job runs
 
         model = keras.saving.load_model(_with_keras_suffix(path, sha256), compile=False)
+        log.info("loaded model %s into this process's cache", sha256[:12])
     with _lock:
         if view is None:
             loads += 1

@@ -134,8 +134,9 @@ def test_dag_shape(tmp_path: Path, image: Path, levels: int, iterations: int, si
             m = jobs[merge("dream", it, level)]
             assert m.kind == "dream_merge"
             assert m.needs == tuple(tiles)  # exactly its level's tiles, no cnn
-            assert dict(m.params) == {"size": size, "iteration": it, "level": level, "levels": levels,
-                                      "iterations": iterations, "clip": 0.98}
+            last_level = level == levels
+            assert dict(m.params) == {"size": size, "iteration": it, "level": level, "last_level": last_level,
+                                      "final": last_level and it == iterations - 1, "clip": 0.98}
             assert parse_config(DreamMergeConfig, m.params) is not None
 
     last = merge("dream", iterations - 1, levels)
@@ -591,6 +592,15 @@ def test_changing_a_later_level_keeps_the_shared_prefix(tmp_path: Path, image: P
         assert (odd[tile("dream", 0, 2, t)] == before[tile("dream", 0, 2, t)]) == (t % 2 == 0), t
     assert odd[merge("dream", 0, 2)] != before[merge("dream", 0, 2)]
     assert all(odd[n] != before[n] for n in before if "/i1/" in n)
+
+
+def test_more_iterations_reuse_every_job_before_the_old_last_merge(tmp_path: Path, image: Path) -> None:
+    two = fps(load(tmp_path, batch(CNN, dream(image, levels=1, iterations=2)), name="a.yaml"))
+    three = fps(load(tmp_path, batch(CNN, dream(image, levels=1, iterations=3)), name="b.yaml"))
+    old_last = merge("dream", 1, 1)
+    assert set(two) < set(three)
+    for n in two:  # the old last merge was final (it kept final.png): now it is not, so it and what follows change
+        assert (two[n] == three[n]) == (n != old_last), n
 
 
 def test_changing_the_cnn_changes_every_dream_job(tmp_path: Path, image: Path) -> None:

@@ -496,7 +496,7 @@ def test_config_to_params_has_every_field_json_ready() -> None:
     DreamTileConfig(size=224, iteration=1, level=2, tile=15, map=7, epochs=3, epsilon=0.5, threshold=0.1),
     DreamTileConfig(image="/d/in.jpg"),
     DreamMergeConfig(),
-    DreamMergeConfig(size=224, iteration=2, level=1, levels=2, iterations=3, clip=0.5),
+    DreamMergeConfig(size=224, iteration=2, level=1, last_level=False, final=False, clip=0.5),
 ], ids=["train-default", "train-custom", "train-face_ae", "train-cnn", "encode-default", "encode-custom",
         "sample-default", "sample-custom", "cluster-default", "cluster-custom", "noop-default", "noop-custom",
         "needy", "dream-default", "dream-per-level", "dream_tile-default", "dream_tile-custom", "dream_tile-first",
@@ -661,20 +661,15 @@ def test_dream_job_limit_bound() -> None:
     (DreamTileConfig, {"epsilon": 0}, "epsilon", "must be > 0, got 0.0"),
     (DreamTileConfig, {"level": 1, "image": "/d/in.jpg"}, "image", "only the first tile of a dream reads"),
     (DreamTileConfig, {"iteration": 1, "image": "/d/in.jpg"}, "image", "only the first tile of a dream reads"),
-    (DreamMergeConfig, {"level": 1}, "level", "must be from 0 to levels=0, got 1"),
-    (DreamMergeConfig, {"iteration": 1}, "iteration", "must be from 0 to iterations-1=0, got 1"),
+    (DreamMergeConfig, {"level": -1}, "level", "must be >= 0, got -1"),
+    (DreamMergeConfig, {"iteration": -1}, "iteration", "must be >= 0, got -1"),
+    (DreamMergeConfig, {"last_level": False}, "final", "only a merge of the last level can be final"),
     (DreamMergeConfig, {"clip": 0}, "clip", "must be in (0, 1], got 0.0"),
 ])
 def test_dream_job_kinds_validate(cls: type, params: dict, field: str, message: str) -> None:
     e = config_error(cls, params)
     assert e.field == field
     assert message in e.message, e.message
-
-
-def test_dream_merge_last_level_and_final() -> None:
-    merges = [DreamMergeConfig(iteration=i, level=level, levels=1, iterations=2) for i in range(2) for level in (0, 1)]
-    assert [m.last_level for m in merges] == [False, True, False, True]
-    assert [m.final for m in merges] == [False, False, False, True]
 
 
 @pytest.mark.parametrize("params,maps", [

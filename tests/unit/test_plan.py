@@ -69,12 +69,12 @@ OTHER_VALUES = {
               "epsilon": 0.1, "threshold": 0.01, "clip": 0.9},
     "dream_tile": {"size": 224, "iteration": 1, "level": 1, "tile": 3, "map": 5, "epochs": 10, "epsilon": 0.1,
                    "threshold": 0.01},
-    "dream_merge": {"size": 224, "iteration": 1, "level": 1, "levels": 2, "iterations": 3, "clip": 0.9},
+    "dream_merge": {"size": 224, "iteration": 1, "level": 1, "last_level": False, "final": False, "clip": 0.9},
 }
 OTHER_VALUES["sleep"] = OTHER_VALUES["noop"]
 # Params a value above needs to be valid on its own (a required one, or the bounds it must lie within).
 VALID_WITH = {"dream": {"image": "/d/in.jpg"}, "dream_tile": {"level": 2},
-              "dream_merge": {"levels": 2, "iterations": 3}}
+              "dream_merge": {"final": False}}
 KIND_PARAMS = [(kind, name) for kind in sorted(KINDS)
                for name in sorted(set(KINDS[kind].config.__dataclass_fields__) - LOCATION_PARAMS)]
 
@@ -157,7 +157,7 @@ GOLDEN = {
     "cluster": "a68c8d0ec8220424d9c8d0bb7aa82f2c2174884660821a2a1d729bcf57ed45ed",
     # a dream's later tiles and its merges: every stored dream step is reused by these
     "dream_tile": "6168d08a1df7797bb9545bde3ab7be677b3e02ed95931bb05f8ea8cb603c9839",
-    "dream_merge": "77090ece56b2b5ef43ec0d048ba2e6f8bfede0abf708a0660232c9aa75ea7b4b",
+    "dream_merge": "5cb538bc939fb9fe388fd2e3bdd83f0ee288edcb8de2382a8dbfec2a0da25fd9",
 }
 
 

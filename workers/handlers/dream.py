@@ -1,10 +1,10 @@
 """The dream kinds: ``dream_tile`` (one tile of one level through the cnn) and ``dream_merge`` (one level's tiles
 written back into the image, standardized). A spec's ``dream`` entry makes them; see ``scheduler.dream_spec``.
 
-A tile job reads the image the merge before it made (``image.npy``) and writes its tile (``tile.npy``, with the
-activation gain as the metric ``gain`` and the seconds the algorithm took as ``seconds``); a merge job reads its tiles and writes ``image.npy``. The last merge of
-an iteration keeps ``image.png``; the last merge of the dream keeps ``final.npy``, ``final.png`` and
-``iterations.png`` (the input, then every iteration's image, side by side).
+A tile job reads the image the merge before it made (``image.npy``) and writes its tile (``tile.npy``), with the
+activation gain as the metric ``gain`` and the seconds the algorithm took as ``seconds``. A merge job reads its
+tiles and writes ``image.npy``. The last merge of an iteration keeps ``image.png``; the last merge of the dream
+keeps ``final.npy``, ``final.png`` and ``iterations.png`` (the input, then every iteration's image, side by side).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def run_dream_tile(ctx: JobContext, config: DreamTileConfig) -> None:
     new_tile, gain = process_tile(model, image[row0:row0 + side, col0:col0 + side], config.map, config.epochs,
                                   config.epsilon, config.threshold)
     seconds = time.perf_counter() - started
-    with ctx.together():  # one transaction for the tile's results: tile jobs are short
+    with ctx.results():  # recorded with the job's success: tile jobs are short
         ctx.artifact_npy("tile.npy", new_tile, {"row0": row0, "col0": col0, "gain": gain})
         ctx.metrics({"gain": gain, "seconds": seconds})
 
@@ -70,7 +70,7 @@ def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
     image = merge(np.zeros((config.size, config.size), np.float32), parts)
     gains = [float(a.meta["gain"]) for a in arts]
     history = _history(ctx, config) if config.final else []
-    with ctx.together():
+    with ctx.results():
         ctx.artifact_npy("image.npy", image, {"iteration": config.iteration, "level": config.level})
         ctx.metrics({"gain_mean": float(np.mean(gains)), "gain_min": min(gains), "gain_max": max(gains)})
         if config.last_level:
@@ -78,10 +78,10 @@ def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
             ctx.artifact_bytes("image.png", png, "image/png", {"iteration": config.iteration, "clip": config.clip})
         if config.final:
             ctx.artifact_npy("final.npy", image)
-            ctx.artifact_bytes("final.png", png, "image/png", {"iterations": config.iterations, "clip": config.clip})
+            ctx.artifact_bytes("final.png", png, "image/png", {"iterations": config.iteration + 1, "clip": config.clip})
             strip = [to_png_array(x, config.clip) for x in [*history, image]]
             ctx.artifact_bytes("iterations.png", _side_by_side(strip, grey_png), "image/png",
-                               {"panels": ["input"] + [f"iteration {i}" for i in range(config.iterations)]})
+                               {"panels": ["input"] + [f"iteration {i}" for i in range(config.iteration + 1)]})
 
 
 def _history(ctx: JobContext, config: DreamMergeConfig) -> list[np.ndarray]:
@@ -90,7 +90,7 @@ def _history(ctx: JobContext, config: DreamMergeConfig) -> list[np.ndarray]:
     images: list[np.ndarray] = []
     job: Job = ctx.job
     while True:
-        if job.id != ctx.job.id and int(job.params["level"]) == config.levels:
+        if job.id != ctx.job.id and job.params["last_level"]:
             images.append(ctx.load_npy(job, "image.npy"))
         tile = next(p for p in ctx.parents(job if job.id != ctx.job.id else None) if p.kind == "dream_tile")
         before = next((p for p in ctx.parents(tile) if p.kind == "dream_merge"), None)

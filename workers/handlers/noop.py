@@ -16,6 +16,6 @@ def run_noop(ctx: JobContext, config: NoopConfig) -> None:
             raise JobCancelled("cancelled by user")
     if config.fail:
         raise RuntimeError(f"job {ctx.job.name!r} was asked to fail (fail: true)")
-    with ctx.together():
+    with ctx.results():
         ctx.metric("value", config.value)
         ctx.artifact_json("out.json", {"job": ctx.job.name, "value": config.value})
