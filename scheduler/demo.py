@@ -1,6 +1,6 @@
 """``latentfarm demo``: a small batch of every job kind on the embedded default, on data that ships with
-scikit-learn (the digits): train a conv autoencoder and a CNN, encode the digits, sample new ones and score them,
-and cluster the latents."""
+scikit-learn (the digits, and a sample photo): train a conv autoencoder and a CNN, encode the digits, sample new
+ones and score them, cluster the latents, and carve a small dream into the photo with the CNN."""
 
 from __future__ import annotations
 
@@ -18,10 +18,22 @@ from storage import queries
 
 # (job, artifact) -> the file name the demo writes it to
 EXPORTS = {("ae", "reconstructions.png"): "reconstructions.png", ("sample", "samples.png"): "samples.png",
-           ("kmeans", "clusters_2d.png"): "clusters.png"}
+           ("kmeans", "clusters_2d.png"): "clusters.png", ("dream/i1/L1/merge", "iterations.png"): "dream.png"}
 
 
-def demo_spec(epochs: int) -> dict[str, object]:
+def write_dream_input(out_dir: Path) -> Path:
+    """scikit-learn's sample photo of a Chinese temple, as the demo dream's input (no download needed)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "dream_input.jpg"
+    if not path.exists():
+        Image.fromarray(load_sample_image("china.jpg")).save(path, quality=95)
+    return path
+
+
+def demo_spec(epochs: int, dream_image: Path) -> dict[str, object]:
     return {
         "batch": "demo",
         "defaults": {"params": {"batch_size": 64}},
@@ -33,6 +45,9 @@ def demo_spec(epochs: int) -> dict[str, object]:
             {"name": "sample", "kind": "sample", "needs": ["encode", "cnn"],
              "params": {"sampler": "fitted_normal", "n": 300, "grid": 64}},
             {"name": "kmeans", "kind": "cluster", "needs": ["encode"], "params": {"k": [5, 10, 15]}},
+            {"name": "dream", "kind": "dream", "needs": ["cnn"],  # 2 x (1 + 4) tile jobs, 2 x 2 merges
+             "params": {"image": str(dream_image), "levels": 1, "iterations": 2, "size": 224, "maps": 12,
+                        "epochs": {0: 20, 1: 10}}},
         ],
     }
 
@@ -41,10 +56,11 @@ def run_demo(out: str, epochs: int) -> None:
     """Run the demo batch with an in-process worker; export its pictures to ``out`` and print where things are."""
     settings = dataclasses.replace(Settings.from_env(), broker_url=EMBEDDED_BROKER)
     cp = ControlPlane.open(settings)
-    spec = parse_spec(demo_spec(epochs), "<demo>", Path.cwd(), settings.data_dir)
+    out_dir = Path(out)
+    spec = parse_spec(demo_spec(epochs, write_dream_input(out_dir)), "<demo>", Path.cwd(), settings.data_dir)
     result = cp.submit(spec)
     click.echo(f"demo: batch {result.batch_id}: a conv autoencoder (z_dim 16, {epochs} epochs) and a CNN on "
-               "sklearn's digits, then encode, sample and cluster, with an in-process Celery worker")
+               "sklearn's digits, then encode, sample, cluster and dream, with an in-process Celery worker")
     summary = cp.wait(result.batch_id, out=sys.stderr)
     ids = result.job_ids
     with cp.store.session() as s:
@@ -55,8 +71,6 @@ def run_demo(out: str, epochs: int) -> None:
         failed = next(j for j in jobs.values() if j.error)
         raise LatentfarmError(f"demo job {failed.name} ({failed.id}) {failed.status.value}: {failed.error}  "
                               f"(latentfarm show {failed.id})")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for (job, name), file_name in EXPORTS.items():
         a = artifacts[job][name]
@@ -71,6 +85,9 @@ def run_demo(out: str, epochs: int) -> None:
                f"(real test digits: {smp['ref_test_confident_frac']:.0%}), class entropy "
                f"{smp['class_entropy']:.2f} bits")
     click.echo(f"kmeans on latents: best k {km['best_k']:.0f}, test accuracy {km['test_accuracy']:.3f}")
+    gain = final["dream/i1/L1/merge"]["gain_mean"]
+    click.echo(f"dream: feature map 12 raised by {gain:.3f} on average per tile in the last pass "
+               "(dream.png: the photo, then each iteration)")
     click.echo(f"images:    {written[0].resolve()}  (top: test digits, bottom: reconstructions)")
     for path in written[1:]:
         click.echo(f"           {path.resolve()}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
@@ -51,6 +51,10 @@ def create_batch(
     return batch.id, {n: r.id for n, r in rows.items()}
 
 
+_JOBS = cast(Table, JobRow.__table__)  # Core statements: no ORM bookkeeping on the hot path of every job
+_EVENTS = cast(Table, EventRow.__table__)
+
+
 def transition(
     session: Session,
     job_id: int,
@@ -87,14 +91,14 @@ def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], d
     if stamp and stamp not in values:
         values[stamp] = now
     row = session.execute(
-        update(JobRow.__table__)
+        update(_JOBS)
         .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
         .values(status=dst.value, **values)
         .returning(*JobRow.__table__.c)
     ).first()
     if row is None:
         return None
-    session.execute(insert(EventRow.__table__).values(job_id=job_id, time=now, kind="status", status=dst.value,
+    session.execute(insert(_EVENTS).values(job_id=job_id, time=now, kind="status", status=dst.value,
                                                      message=message, worker=by, attempt=row.attempts))
     return row
 
@@ -131,7 +135,7 @@ def get_job(session: Session, job_id: int) -> Job | None:
 
 def add_event(session: Session, job_id: int, kind: str, message: str, worker: str | None = None,
               attempt: int | None = None) -> None:
-    session.execute(insert(EventRow.__table__).values(job_id=job_id, time=utcnow(), kind=kind, message=message,
+    session.execute(insert(_EVENTS).values(job_id=job_id, time=utcnow(), kind=kind, message=message,
                                                      worker=worker, attempt=attempt))
 
 
@@ -161,12 +165,11 @@ def put_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str
 
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
     """INSERT ... ON CONFLICT (keys) DO UPDATE: one round trip where a delete and an insert took two."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - the store supports SQLite and PostgreSQL
+    dialect_insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if dialect_insert is None:  # pragma: no cover - the store supports SQLite and PostgreSQL
         raise NotImplementedError(f"no upsert for the {dialect} dialect")
     stmt = dialect_insert(model.__table__).values(rows)
     session.execute(stmt.on_conflict_do_update(index_elements=keys,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import SHARED_DATA
 from tests.e2e.cli import EXAMPLES, REPO, clean_env, run, run_json
 
 pytestmark = pytest.mark.timeout(600)
@@ -54,6 +55,9 @@ def test_failed_job_exits_non_zero_and_retry_reruns_it(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.strip() == "error: no job 999"
 
 
+_DREAM = ("batch: x\njobs:\n  - {{name: c, kind: train, params: {{model: cnn}}}}\n"
+          "  - {{name: d, kind: dream, needs: c, params: {{{params}}}}}\n")
+_PHOTO = SHARED_DATA / "dream_input.jpg"
 BAD_SPECS = {
     "malformed": ("batch: x\njobs: [\n", "malformed YAML at line"),
     "unknown-field": ("batch: x\njobs:\n  - {name: a, kind: noop, colour: red}\n", "field 'colour': unknown field"),
@@ -67,6 +71,13 @@ BAD_SPECS = {
     "cycle": ("batch: x\njobs:\n  - {name: a, kind: noop, needs: b}\n  - {name: b, kind: noop, needs: a}\n",
               "dependency cycle"),
     "missing-dep": ("batch: x\njobs:\n  - {name: a, kind: noop, needs: z}\n", "needs unknown job 'z'"),
+    "dream-no-image": (_DREAM.format(params="image: nope.jpg"), "job 'd': field 'params.image': image not found"),
+    "dream-not-an-image": (_DREAM.format(params="image: dream-not-an-image.yaml"),  # the spec file itself
+                           "field 'params.image': not an image Pillow can read"),
+    "dream-size": (_DREAM.format(params=f"image: {_PHOTO}, levels: 2, size: 300"),
+                   "field 'params.size': must be a multiple of 112"),
+    "dream-map": (_DREAM.format(params=f"image: {_PHOTO}, maps: {{0: 3, 1: [1, 64]}}, levels: 1"),
+                  "field 'params.maps': map 64 (level 1) is out of range: the features layer of 'c' has 64 maps"),
 }
 
 

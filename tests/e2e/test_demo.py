@@ -25,7 +25,7 @@ def test_demo_trains_and_writes_reconstructions_in_time(tmp_path: Path) -> None:
     png = tmp_path / "latentfarm-demo" / "reconstructions.png"
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > im.height > 28
-    for other in ("samples.png", "clusters.png"):
+    for other in ("samples.png", "clusters.png", "dream.png"):
         with Image.open(tmp_path / "latentfarm-demo" / other) as im:
             assert im.format == "PNG" and min(im.size) > 100
     assert f"database:  sqlite:///{tmp_path / 'latentfarm.db'}" in proc.stdout
