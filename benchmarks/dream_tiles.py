@@ -25,6 +25,7 @@ in-process one (max abs difference). Needs Redis and PostgreSQL for the ``redis`
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -66,16 +67,6 @@ REDIS_HOST = os.environ.get("LATENTFARM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LATENTFARM_TEST_REDIS_PORT", "6379"))
 REDIS_DB = int(os.environ.get("LATENTFARM_TEST_REDIS_DB", "13"))
 PG_URL = os.environ.get("LATENTFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-class Quiet:
-    def write(self, _s: str) -> int:
-        return 0
-
-    def flush(self) -> None: ...
-
-    def isatty(self) -> bool:
-        return False
 
 
 def dream_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,7 +115,7 @@ def submit_and_wait(cp: ControlPlane, s: dict[str, Any], tmp: Path, timeout: flo
     loaded = cp.load(path)
     started = datetime.now(timezone.utc)
     batch = cp.submit(loaded).batch_id
-    summary = follow(cp.store, batch, out=Quiet(), interval=0.1, timeout=timeout)  # type: ignore[arg-type]
+    summary = follow(cp.store, batch, out=io.StringIO(), interval=0.1, timeout=timeout)
     with cp.store.session() as session:
         jobs = queries.list_jobs(session, batch_id=batch)
     bad = [j for j in jobs if j.status.value != "succeeded"]

@@ -33,7 +33,6 @@ def run_dream_tile(ctx: JobContext, config: DreamTileConfig) -> None:
     model = ctx.load_model(cnn, view=features_model)  # cached per process: the tiles of a batch share it
     if config.image is not None:  # the first tile of a dream reads the input file
         image = load_image(config.image, config.size)
-        ctx.artifact_npy("input.npy", image)
     else:
         before = next((p for p in parents if p.kind == "dream_merge"), None)
         if before is None:
@@ -45,6 +44,8 @@ def run_dream_tile(ctx: JobContext, config: DreamTileConfig) -> None:
                                   config.epsilon, config.threshold)
     seconds = time.perf_counter() - started
     with ctx.results():  # recorded with the job's success: tile jobs are short
+        if config.image is not None:
+            ctx.artifact_npy("input.npy", image)  # the first panel of the dream's iterations.png
         ctx.artifact_npy("tile.npy", new_tile, {"row0": row0, "col0": col0, "gain": gain})
         ctx.metrics({"gain": gain, "seconds": seconds})
 
@@ -69,7 +70,7 @@ def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
     # The tiles cover the image, so the image they were cut from is not needed: every pixel is overwritten.
     image = merge(np.zeros((config.size, config.size), np.float32), parts)
     gains = [float(a.meta["gain"]) for a in arts]
-    history = _history(ctx, config) if config.final else []
+    history = _history(ctx) if config.final else []
     with ctx.results():
         ctx.artifact_npy("image.npy", image, {"iteration": config.iteration, "level": config.level})
         ctx.metrics({"gain_mean": float(np.mean(gains)), "gain_min": min(gains), "gain_max": max(gains)})
@@ -84,7 +85,7 @@ def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
                                {"panels": ["input"] + [f"iteration {i}" for i in range(config.iteration + 1)]})
 
 
-def _history(ctx: JobContext, config: DreamMergeConfig) -> list[np.ndarray]:
+def _history(ctx: JobContext) -> list[np.ndarray]:
     """The dream's input and the images of every iteration before this (the last) merge's, walking back
     through the DAG."""
     images: list[np.ndarray] = []
