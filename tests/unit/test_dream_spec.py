@@ -500,6 +500,7 @@ def test_too_many_jobs(tmp_path: Path, image: Path) -> None:
     ("3", "got '3'"),
     (1.5, "got 1.5"),
     ({0: 1}, "gives no value for level 1"),
+    ({0: 1, 1: 2, 7: 3}, "gives a value for level 7, but levels is 1"),  # a typo is not silently dropped
     (-2, "index -2 at level 0 is out of range (must be >= 0)"),
 ])
 def test_bad_maps(tmp_path: Path, image: Path, maps: Any, fragment: str) -> None:
@@ -523,6 +524,7 @@ def test_bad_epsilon(tmp_path: Path, image: Path, epsilon: Any, fragment: str) -
 @pytest.mark.parametrize("params,field,fragment", [
     ({"epochs": {0: 1, 1: -1}}, "params.epochs", "must be >= 0 (level 1), got -1"),
     ({"epochs": 2.5}, "params.epochs", "got 2.5"),
+    ({"epochs": {0: 1, 1: 1, 2: 1}}, "params.epochs", "gives a value for level 2, but levels is 1"),
     ({"iterations": 0}, "params.iterations", "must be >= 1, got 0"),
     ({"clip": 0}, "params.clip", "must be in (0, 1], got 0.0"),
     ({"octaves": 3}, "params.octaves", "unknown parameter; expected one of: clip, epochs, epsilon, image,"),
