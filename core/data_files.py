@@ -1,4 +1,5 @@
-"""Where a dataset's file is and what identifies its content. Pure path logic and hashing: no TensorFlow.
+"""Where a dataset's file is and what identifies its content, and whether a dream's input image can be read.
+Path logic, hashing and Pillow: no TensorFlow (the control plane checks specs with it).
 
 The identity (name + file sha256) goes into a job's fingerprint, so a job is rerun when its data changes.
 """
@@ -76,3 +77,23 @@ def dataset_identity(dataset: str, path: Path | None) -> str:
     if path.is_dir():
         return f"{dataset}:folder:{folder_digest(path)}"
     return f"{dataset}:{file_sha256(path)}"
+
+
+def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of a readable image file (a dream's input), or DataFileError saying why it cannot be used."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: a truncated file fails here, not in a job
+            return img.size
+    except FileNotFoundError as e:
+        raise DataFileError(f"image not found: {path}") from e
+    except IsADirectoryError as e:
+        raise DataFileError(f"image is a directory, not a file: {path}") from e
+    except PermissionError as e:
+        raise DataFileError(f"image is not readable: {path}") from e
+    except UnidentifiedImageError as e:
+        raise DataFileError(f"not an image Pillow can read (jpg, png...): {path}") from e
+    except (OSError, SyntaxError) as e:  # Pillow reports truncated or corrupt data as OSError/SyntaxError
+        raise DataFileError(f"cannot decode image {path}: {e}") from e

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from core.data_files import check_image_file
 from core.gradients import input_gradient
 from core.params import ConfigError
 
-__all__ = ["BASE", "MAX_LEVELS", "DreamConfig", "DreamResult", "check_image", "correction", "dream_level",
+__all__ = ["BASE", "MAX_LEVELS", "DreamConfig", "DreamResult", "correction", "dream_level",
            "features_model", "load_image", "merge", "oip", "prepare_image", "process_tile", "resize", "run_dream",
            "standardize", "tiles", "to_png_array"]
 
@@ -171,31 +172,11 @@ def prepare_image(img: np.ndarray, size: int) -> np.ndarray:
     return standardize(resize(square, size))
 
 
-def check_image(path: str | Path) -> tuple[int, int]:
-    """(width, height) of a readable image file, or ValueError saying why it cannot be used (one line)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now: a truncated file fails here, not in a job
-            return img.size
-    except FileNotFoundError as e:
-        raise ValueError(f"image not found: {path}") from e
-    except IsADirectoryError as e:
-        raise ValueError(f"image is a directory, not a file: {path}") from e
-    except PermissionError as e:
-        raise ValueError(f"image is not readable: {path}") from e
-    except UnidentifiedImageError as e:
-        raise ValueError(f"not an image Pillow can read (jpg, png...): {path}") from e
-    except (OSError, SyntaxError) as e:  # Pillow reports truncated or corrupt data as OSError/SyntaxError
-        raise ValueError(f"cannot decode image {path}: {e}") from e
-
-
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """An image file as the dream's input: grey, centre-cropped, size x size, standardized (``prepare_image``)."""
     from PIL import Image
 
-    check_image(path)
+    check_image_file(path)
     with Image.open(path) as img:
         # Pillow's own luma conversion in 8 bits would round; convert to RGB and weigh in float instead.
         pixels = np.asarray(img.convert("RGB") if img.mode not in ("L", "I", "F", "I;16") else img)

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.config import DreamParams
-from core.dream import tiles
 
 
 def tile_name(dream: str, iteration: int, level: int, tile: int) -> str:
@@ -35,7 +34,7 @@ def dream_jobs(dream: str, params: DreamParams) -> list[tuple[str, str, dict[str
     for it in range(config.iterations):
         for level in range(config.levels + 1):
             names = []
-            for index in range(len(tiles(level, size))):
+            for index in range(4 ** level):  # 2^level x 2^level tiles, row by row
                 tile: dict[str, Any] = {
                     "size": size, "iteration": it, "level": level, "tile": index,
                     "map": config.map_for(level, index), "epochs": config.epochs_for(level),

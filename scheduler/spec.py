@@ -36,8 +36,7 @@ from typing import Any
 import yaml
 
 from core.config import KINDS, SPEC_KINDS, cnn_feature_maps
-from core.data_files import DataFileError, resolve_data_file
-from core.dream import check_image
+from core.data_files import DataFileError, check_image_file, resolve_data_file
 from core.params import ConfigError, config_to_params, parse_config
 from scheduler.dream_spec import dream_jobs
 from scheduler.errors import SpecError
@@ -284,8 +283,8 @@ def _input_image(given: str, base_dir: Path, path: str, job: str, field: str) ->
     """An input image's absolute path, checked now: a missing or undecodable file is a spec error."""
     resolved = Path(given) if Path(given).is_absolute() else base_dir / given
     try:
-        check_image(resolved)
-    except ValueError as e:
+        check_image_file(resolved)
+    except DataFileError as e:
         raise SpecError(path, str(e), job=job, field=field) from e
     return str(resolved.resolve())
 

@@ -150,7 +150,7 @@ def test_an_image_gone_after_submit_fails_the_dream_with_the_reason(settings: Se
         summary = wait_done(cp, submitted.batch_id)
     jobs = jobs_by_name(cp, submitted.batch_id)
     first = jobs["dream/i0/L0/t0"]
-    assert first.status is JobStatus.FAILED and first.error == f"ValueError: image not found: {image}"
+    assert first.status is JobStatus.FAILED and first.error == f"DataFileError: image not found: {image}"
     rest = [j for n, j in jobs.items() if n not in ("cnn", "dream/i0/L0/t0")]
     assert rest and all(j.status is JobStatus.CANCELLED for j in rest)
     assert all("dream/i0/L0/t0" in (j.error or "") for j in rest)
