@@ -11,7 +11,6 @@ Only the last merge stands for the dream: ``needs: <dream>`` and ``foreach: <dre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from core.config import DreamParams
@@ -44,9 +43,8 @@ def dream_jobs(dream: str, params: DreamParams) -> list[tuple[str, str, dict[str
                 names.append(tile_name(dream, it, level, index))
                 out.append((names[-1], "dream_tile", tile, (previous,) if previous else ()))
             last_level = level == config.levels
-            merge: Mapping[str, Any] = {"size": size, "iteration": it, "level": level, "last_level": last_level,
-                                        "final": last_level and it == config.iterations - 1,
-                                        "clip": float(params.clip)}
+            merge = {"size": size, "iteration": it, "level": level, "last_level": last_level,
+                     "final": last_level and it == config.iterations - 1, "clip": float(params.clip)}
             previous = merge_name(dream, it, level)
-            out.append((previous, "dream_merge", dict(merge), tuple(names)))
+            out.append((previous, "dream_merge", merge, tuple(names)))
     return out

@@ -27,7 +27,7 @@ class JobCancelled(Exception):
 
 class JobContext:
     """Given to a handler. Every call writes through to the store in its own short transaction, except inside
-    ``together()``, whose writes share one."""
+    ``results()``, whose writes go into the transaction that marks the job succeeded."""
 
     def __init__(self, store: Store, settings: Settings, job: Job, worker: str) -> None:
         self.store = store
@@ -37,45 +37,29 @@ class JobContext:
         # This job's parents and their artifacts, read once: finished jobs' results do not change.
         self._parents: list[Job] | None = None
         self._parent_artifacts: dict[tuple[int, str], Artifact] = {}
-        self._pending: list[Callable[[Session], None]] | None = None  # writes held back by together()
-        self._results: list[Callable[[Session], None]] = []  # writes for the job's completing transaction
+        self._holding = False  # inside results(): writes wait for the job's completing transaction
+        self._results: list[Callable[[Session], None]] = []
 
     @contextmanager
     def results(self) -> Iterator[None]:
         """Record the metrics and artifacts of the block in the transaction that marks the job succeeded (the
         end of a short job: one transaction less, and no reader sees the job done without them). Use it for a
-        handler's last writes; if the job then fails or was cancelled, they are not recorded."""
-        with self.together():
+        handler's last writes; blobs are stored at once, but if the job then fails or was cancelled, no row of
+        the block is recorded."""
+        self._holding = True
+        try:
             yield
-            assert self._pending is not None
-            self._results.extend(self._pending)
-            self._pending.clear()
+        finally:
+            self._holding = False
 
     def write_results(self, session: Session) -> None:
         """Apply the writes ``results()`` held back (called by the completing transaction)."""
         for write in self._results:
             write(session)
 
-    @contextmanager
-    def together(self) -> Iterator[None]:
-        """Record the metrics and artifacts of the block in one transaction at its end (fewer round trips for
-        short jobs). Blobs are written at once; if the block raises, none of its rows is recorded."""
-        if self._pending is not None:  # nested: the outer block writes
-            yield
-            return
-        self._pending = []
-        try:
-            yield
-            pending = self._pending
-        finally:
-            self._pending = None
-        with self.store.session() as s:
-            for write in pending:
-                write(s)
-
     def _write(self, write: Callable[[Session], None]) -> None:
-        if self._pending is not None:
-            self._pending.append(write)
+        if self._holding:
+            self._results.append(write)
             return
         with self.store.session() as s:
             write(s)
