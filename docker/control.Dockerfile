@@ -1,7 +1,9 @@
-# latentfarm control plane: submit, status, jobs, migrations (`latentfarm db upgrade`). No TensorFlow: the
-# control plane never imports it, so this image stays small. Build context: the repository root.
+# latentfarm control plane: the scheduler loop (`latentfarm scheduler`: reaper, re-sending lost messages),
+# migrations (`latentfarm db upgrade`) and the CLI (submit, status, jobs, ...). No TensorFlow: the control
+# plane never imports it, so this image stays small. Build context: the repository root.
 #
 #   docker build -f docker/control.Dockerfile -t latentfarm-control .
+#   docker run --init -e LATENTFARM_DATABASE_URL=... -e LATENTFARM_BROKER_URL=... latentfarm-control scheduler
 FROM python:3.11-slim
 
 ARG UID=10001
@@ -37,4 +39,4 @@ USER latentfarm
 WORKDIR /srv/latentfarm
 
 ENTRYPOINT ["latentfarm"]
-CMD ["status"]
+CMD ["scheduler"]

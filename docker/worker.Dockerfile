@@ -1,8 +1,10 @@
 # latentfarm worker: the data plane, with TensorFlow. Build context: the repository root.
 #
 #   GPU (default): docker build -f docker/worker.Dockerfile -t latentfarm-worker:gpu .
+#                  docker run --init --gpus all -e LATENTFARM_... latentfarm-worker:gpu   # a process per GPU
 #   CPU:           docker build -f docker/worker.Dockerfile -t latentfarm-worker:cpu \
 #                      --build-arg BASE_IMAGE=python:3.11-slim --build-arg EXTRAS=cpu .
+#                  docker run --init -e LATENTFARM_... latentfarm-worker:cpu worker --cpu 2
 #
 # The GPU base image already has TensorFlow with its CUDA libraries: there the project is installed without
 # the extra (tensorflow[and-cuda] would pull a second CUDA of several GB) and pinned to the base's
@@ -48,4 +50,5 @@ USER latentfarm
 WORKDIR /srv/latentfarm
 
 ENTRYPOINT ["latentfarm"]
-CMD ["worker", "--queues", "gpu,cpu", "--pool", "solo", "--concurrency", "1"]
+# One solo-pool worker process per GPU, pinned before TensorFlow is imported (`worker --cpu N` on a CPU build).
+CMD ["worker", "--gpus", "all"]
