@@ -17,7 +17,7 @@ inside the functions that need it: importing this module never imports TensorFlo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,13 @@ def _n_maps(model: Any) -> int:
 
 
 def oip(model: Any, x28: np.ndarray, map_index: int, epochs: int, epsilon: float,
-        threshold: float) -> tuple[np.ndarray, float]:
+        threshold: float, on_step: Callable[[], None] | None = None) -> tuple[np.ndarray, float]:
     """Gradient ascent on a 28x28 input to raise the mean activation of map ``map_index`` of ``model``.
 
     Each step: g = grad / (std(grad) + 1e-8); x += epsilon * g. Normalising makes epsilon a step size in
     input std units whatever the activation scale. A step that raised the activation by less than
     ``threshold`` ends the ascent and is undone (it overshot or stalled). Returns (new x28, activation gain).
+    ``on_step()`` is called before each step (a worker's check: it raises to stop a cancelled job).
     """
     import keras
 
@@ -228,6 +229,8 @@ def oip(model: Any, x28: np.ndarray, map_index: int, epochs: int, epsilon: float
     grad, start = input_gradient(model, x, objective)
     value = start
     for _ in range(epochs):
+        if on_step is not None:
+            on_step()
         step = (epsilon * grad / (grad.std() + _GRAD_EPS)).astype(np.float32)
         new_grad, new_value = input_gradient(model, x + step, objective)
         if new_value - value < threshold:
@@ -237,7 +240,7 @@ def oip(model: Any, x28: np.ndarray, map_index: int, epochs: int, epsilon: float
 
 
 def process_tile(model: Any, tile: np.ndarray, map_index: int, epochs: int, epsilon: float,
-                 threshold: float) -> tuple[np.ndarray, float]:
+                 threshold: float, on_step: Callable[[], None] | None = None) -> tuple[np.ndarray, float]:
     """One tile job: downscale to 28x28 -> ``oip`` -> upscale -> + the tile's own ``correction``.
 
     Not standardized: that happens once per level in ``merge``. Returns (new tile float32, activation gain).
@@ -246,7 +249,7 @@ def process_tile(model: Any, tile: np.ndarray, map_index: int, epochs: int, epsi
     if tile.ndim != 2 or tile.shape[0] != tile.shape[1]:
         raise ValueError(f"a tile must be a square 2-D array, got shape {tile.shape}")
     small = resize(tile, BASE)
-    dreamed, gain = oip(model, small, map_index, epochs, epsilon, threshold)
+    dreamed, gain = oip(model, small, map_index, epochs, epsilon, threshold, on_step)
     lost = tile - resize(small, tile.shape[0])  # == correction(tile), reusing the downscale already made
     return resize(dreamed, tile.shape[0]) + lost, gain
 

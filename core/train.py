@@ -23,6 +23,7 @@ from core.models import Autoencoder, build_model, split_autoencoder
 __all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "split_autoencoder", "train_model"]
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
+CheckpointCallback = Callable[[int, Any], None]  # (epochs done, the model): save it to resume from
 N_SAMPLES = 10  # test images returned with their reconstructions for the comparison grid
 _EPS = 1e-7  # the clipping Keras' cross-entropies use, so the numpy test metrics match what the loss would say
 
@@ -56,9 +57,10 @@ class _EpochReporter(keras.callbacks.Callback):
     loss (no async dispatch), slowing GPU training; a diverged run wastes at most one epoch.
     """
 
-    def __init__(self, on_epoch: EpochCallback | None) -> None:
+    def __init__(self, on_epoch: EpochCallback | None, checkpoint: CheckpointCallback | None = None) -> None:
         super().__init__()
         self.on_epoch = on_epoch
+        self.checkpoint = checkpoint
         self.history: list[dict[str, float]] = []
         self.stopped_early = False
         self.bad_loss: tuple[int, float] | None = None  # (epoch counted from 1, the loss) once it diverged
@@ -72,18 +74,24 @@ class _EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self.history.append(record)
+        if self.checkpoint is not None:
+            self.checkpoint(epoch + 1, self.model)
         if self.on_epoch is not None and self.on_epoch(epoch + 1, dict(record)):
             self.stopped_early = True
             self.model.stop_training = True
 
 
-def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None) -> TrainResult:
+def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None,
+                checkpoint: CheckpointCallback | None = None, resume: tuple[Any, int] | None = None) -> TrainResult:
     """Build, compile and fit ``config.model`` on ``data``'s training images; evaluate on its test images.
 
     Autoencoders learn to reconstruct their input with ``config.loss``; the cnn learns the labels with
     cross-entropy. ``on_epoch(epoch, logs)`` is called after every epoch (epoch counts from 1, logs are
-    floats); returning True stops training after that epoch. Raises FloatingPointError if the loss becomes
-    NaN or infinite, ValueError if the data does not fit the model.
+    floats); returning True stops training after that epoch. ``checkpoint(epoch, model)`` is called after every
+    epoch, before ``on_epoch``, to save the model (a ``.keras`` file keeps the optimizer's state too).
+    ``resume=(path, epochs_done)`` continues from such a file: training runs the remaining epochs only, and
+    ``history`` holds those. Raises FloatingPointError if the loss becomes NaN or infinite, ValueError if the
+    data does not fit the model.
     """
     autoencoder = config.model in AUTOENCODERS
     if len(data.x_train) == 0 or len(data.x_test) == 0:
@@ -95,18 +103,27 @@ def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | No
     n_classes = None if autoencoder else int(max(data.y_train.max(), data.y_test.max())) + 1
     # Seeds Python, numpy and the backend, so weight init, dropout and shuffling repeat for the same seed.
     keras.utils.set_random_seed(config.seed)
-    built = build_model(config, data.x_train.shape[1:], n_classes)
-    model = built.model
-    model.compile(
-        optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.lr),
-        loss=_LOSSES[config.loss] if autoencoder else "sparse_categorical_crossentropy",
-        metrics=["mse"] if autoencoder else ["accuracy"],
-    )
-    reporter = _EpochReporter(on_epoch)
+    initial_epoch = 0
+    built: Any
+    if resume is not None:
+        path, initial_epoch = resume
+        model = keras.saving.load_model(path)  # compiled, with the optimizer's state
+        built = Autoencoder(model, *split_autoencoder(model)) if autoencoder else None
+        keras.utils.set_random_seed(config.seed + initial_epoch)  # the remaining epochs shuffle afresh
+    else:
+        built = build_model(config, data.x_train.shape[1:], n_classes)
+        model = built.model
+        model.compile(
+            optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.lr),
+            loss=_LOSSES[config.loss] if autoencoder else "sparse_categorical_crossentropy",
+            metrics=["mse"] if autoencoder else ["accuracy"],
+        )
+    reporter = _EpochReporter(on_epoch, checkpoint)
     model.fit(
         data.x_train,
         data.x_train if autoencoder else data.y_train,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,
         batch_size=config.batch_size,
         validation_split=config.validation_split,
         shuffle=True,

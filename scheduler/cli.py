@@ -282,30 +282,114 @@ def retry(job: int, wait: bool) -> None:
 
 
 @cli.command()
-@click.option("--queues", "-Q", default="gpu,cpu", show_default=True, help="Queues to consume, comma-separated.")
+@click.option("--gpus", default=None, metavar="all|0,1,...",
+              help="Start one worker process per GPU (CUDA_VISIBLE_DEVICES set, solo pool, named gpu<i>@<host>, "
+                   "queue gpu) and keep them running. Fails if the machine has no GPU.")
+@click.option("--cpu", "cpus", type=click.IntRange(min=0), default=0,
+              help="Start this many CPU worker processes (cpu<i>@<host>, queue cpu) and keep them running.")
+@click.option("--queues", "-Q", default=None, help="Queues to consume, comma-separated (default gpu,cpu; with "
+              "--gpus/--cpu: gpu for GPU workers, cpu for CPU workers).")
 @click.option("--concurrency", "-c", type=int, default=1, show_default=True, help="Jobs run at once.")
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork", show_default=True)
 @click.option("--name", "-n", default=None, help="Worker node name (default latentfarm@<host>).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads TensorFlow may use in each job process (default: all cores). With several workers "
-                   "on one machine, cores / workers; small models (the dream's 28x28 cnn) run fastest on 1.")
+              help="CPU threads TensorFlow may use in each job process (default: all cores; with --cpu N: "
+                   "cores / N). Small models (the dream's 28x28 cnn) run fastest on 1.")
 @_errors
-def worker(queues: str, concurrency: int, pool: str, name: str | None, loglevel: str, threads: int | None) -> None:
-    """Run a worker that consumes jobs from the broker (LATENTFARM_BROKER_URL)."""
+def worker(gpus: str | None, cpus: int, queues: str | None, concurrency: int, pool: str, name: str | None,
+           loglevel: str, threads: int | None) -> None:
+    """Run workers that consume jobs from the broker (LATENTFARM_BROKER_URL).
+
+    With --gpus and/or --cpu: one worker process per GPU and CPU slot, restarted when one dies. Without: one
+    Celery worker in this process.
+    """
+    if gpus is not None or cpus:
+        from scheduler.supervisor import choose_gpus, discover_gpus, plan_workers, supervise
+
+        chosen = choose_gpus(gpus, discover_gpus()) if gpus is not None else []
+        _check_schema(_open_worker_plane(queues or "gpu,cpu"))
+        raise click.exceptions.Exit(supervise(plan_workers(chosen, cpus, queues, loglevel, threads)))
     if threads is not None:  # read by TensorFlow when it starts, in this process or its forked children
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
         os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
-    qs = tuple(q.strip() for q in queues.split(",") if q.strip())
-    cp = ControlPlane.open(queues=tuple(dict.fromkeys(("gpu", "cpu") + qs)))
-    if cp.settings.embedded:
-        raise UserError("no broker configured: set LATENTFARM_BROKER_URL (e.g. redis://localhost:6379/0); "
-                        "on the embedded default `latentfarm submit` runs its own worker")
+    cp = _open_worker_plane(queues or "gpu,cpu")
     _check_schema(cp)
+    qs = _queue_names(queues or "gpu,cpu")
+    # This process is a worker of its own: a job stuck past its hard time limit may kill it (a supervisor,
+    # docker or systemd restarts it). An embedded worker never does that to the process it runs in.
+    cp.app.conf.latentfarm_kill_on_hard_limit = True
     argv = ["worker", f"--queues={','.join(qs)}", f"--concurrency={concurrency}", f"--pool={pool}",
             f"--loglevel={loglevel}", f"--hostname={name or cp.settings.worker_name}", "--without-gossip",
             "--without-mingle"]
     cp.app.worker_main(argv)
+
+
+def _queue_names(queues: str) -> tuple[str, ...]:
+    return tuple(q.strip() for q in queues.split(",") if q.strip())
+
+
+def _open_worker_plane(queues: str) -> ControlPlane:
+    cp = ControlPlane.open(queues=tuple(dict.fromkeys(("gpu", "cpu") + _queue_names(queues))))
+    if cp.settings.embedded:
+        raise UserError("no broker configured: set LATENTFARM_BROKER_URL (e.g. redis://localhost:6379/0); "
+                        "on the embedded default `latentfarm submit` runs its own worker")
+    return cp
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def reap(as_json: bool) -> None:
+    """Requeue jobs whose worker died (lease expired), fail those out of attempts, re-send lost messages."""
+    from scheduler.reaper import reap as reap_once
+
+    cp = _open()
+    report = reap_once(cp.store, cp.app, cp.settings)
+    if as_json:
+        click.echo(dumps(vars(report)))
+        return
+    click.echo(f"reaped: {report.describe()}")
+    for what, ids in vars(report).items():
+        if ids:
+            click.echo(f"  {what.replace('_', ' ')}: {', '.join(map(str, ids))}")
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(min=0.1), default=None,
+              help="Seconds between reaper passes (default: the lease / 6, at most 10).")
+@click.option("--status-every", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds between status lines.")
+@_errors
+def scheduler(interval: float | None, status_every: float) -> None:
+    """The control plane's loop: reap every few seconds (see `latentfarm reap`) and print the farm's status now
+    and then. Several may run at once."""
+    import time
+
+    from scheduler.reaper import reap as reap_once
+
+    cp = _open()
+    if cp.settings.embedded:
+        raise UserError("no broker configured: set LATENTFARM_BROKER_URL; the embedded default needs no scheduler")
+    _check_schema(cp)
+    every = interval or min(max(cp.settings.lease_seconds / 6, 0.5), 10.0)
+    click.echo(f"scheduler: reaping every {every:g} s (lease {cp.settings.lease_seconds:g} s) on "
+               f"{cp.store.engine.url.render_as_string(hide_password=True)}", err=True)
+    next_status = 0.0
+    while True:
+        try:
+            report = reap_once(cp.store, cp.app, cp.settings)
+            if report:
+                click.echo(f"{datetime.now():%H:%M:%S} reaped: {report.describe()}", err=True)
+            if time.monotonic() >= next_status:
+                next_status = time.monotonic() + status_every
+                with cp.store.session() as s:
+                    counts = queries.active_job_counts(s)
+                click.echo(f"{datetime.now():%H:%M:%S} jobs: " + (", ".join(f"{n} {k}" for k, n in sorted(
+                    counts.items())) or "none pending, queued or running"), err=True)
+        except (DatabaseUnavailable, LatentfarmError) as e:  # keep going: the database or broker comes back
+            click.echo(f"{datetime.now():%H:%M:%S} scheduler: {e}", err=True)
+        time.sleep(every)
 
 
 def _check_schema(cp: ControlPlane) -> None:

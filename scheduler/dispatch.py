@@ -6,8 +6,10 @@ id alone) is sent after the commit. Fan-in is counted in SQL when a parent finis
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -19,11 +21,13 @@ from scheduler.plan import BatchPlan
 from storage import jobs as jobrepo
 from storage import queries
 from storage.errors import NotFound
+from storage.models import utcnow
 from storage.records import Job
 from storage.status import JobStatus
 from storage.store import Store
 
-HARD_LIMIT_GRACE = 30.0  # seconds between a job's soft time limit (clean failure) and the hard kill
+MAX_BACKOFF = 300.0  # seconds: the longest wait before retrying a job after a transient error
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,9 +68,16 @@ def _send(app: Celery, jobs: list[Job]) -> None:
 
 
 def _limits(job: Job) -> dict[str, float]:
+    """Celery's own hard limit, a last resort on prefork pools: the worker's lease keeper fails a job at its
+    timeout (soft) and kills it ``hard_grace`` later; Celery kills the pool process 30 s after that."""
     if job.timeout is None:
         return {}
-    return {"soft_time_limit": job.timeout, "time_limit": job.timeout + HARD_LIMIT_GRACE}
+    return {"time_limit": job.timeout + hard_grace(job.timeout) + 30.0}
+
+
+def hard_grace(timeout: float) -> float:
+    """Seconds between a job's soft time limit (a clean failure at its next check) and the hard one (kill)."""
+    return min(max(timeout / 2, 2.0), 30.0)
 
 
 def submit(store: Store, app: Celery, plan: BatchPlan, no_cache: bool = False) -> SubmitResult:
@@ -104,36 +115,89 @@ def _queue_ready_children(s: Session, job_id: int) -> list[int]:
 
 
 def complete_job(store: Store, app: Celery, job_id: int, by: str,
-                 results: Callable[[Session], None] | None = None) -> bool:
+                 results: Callable[[Session], None] | None = None, attempt: int | None = None) -> bool:
     """Record a running job's ``results`` (rows: metrics, artifacts), mark it succeeded and queue its ready
     children, in one transaction; then send them.
 
     One transaction, so no reader ever sees the job succeeded without its results, or finished with its children
-    not yet queued. Returns False (and records nothing) if the job was no longer running.
+    not yet queued. Returns False (and records nothing) if the job was no longer running (at ``attempt``).
+    A child whose message cannot be sent stays queued in SQL; the reaper re-sends it.
     """
     with store.session() as s:
-        if not jobrepo.transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=by, progress=1.0,
-                                  lease_until=None):
+        if not jobrepo.transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=by, attempt=attempt,
+                                  progress=1.0, lease_until=None):
             return False
         if results is not None:
             results(s)
         queued = queries.jobs_by_ids(s, _queue_ready_children(s, job_id))
-    _send(app, queued)
+    _send_or_leave(app, queued)
     return True
 
 
-def end_job(store: Store, job_id: int, status: JobStatus, why: str, traceback: str | None, by: str) -> list[int]:
-    """Mark a running job failed or cancelled, with the reason, and cancel its descendants in one transaction.
+def send_loaded(app: Celery, jobs: list[Job]) -> None:
+    """Send the messages of ``jobs`` (read in a committed transaction, ``queued`` in SQL). BrokerUnavailable if
+    the broker cannot be reached."""
+    _send(app, jobs)
 
-    Returns the descendants that were cancelled.
+
+def _send_or_leave(app: Celery, jobs: list[Job]) -> None:
+    """Send after a commit; if the broker is away the jobs stay queued in SQL and the reaper re-sends them."""
+    try:
+        _send(app, jobs)
+    except BrokerUnavailable as e:
+        log.warning("%s; %d queued jobs will be re-sent by the reaper", e, len(jobs))
+
+
+def end_job(store: Store, job_id: int, status: JobStatus, why: str, traceback: str | None, by: str,
+            attempt: int | None = None, src: JobStatus = JobStatus.RUNNING) -> list[int]:
+    """Mark a job failed or cancelled, with the reason, and cancel its descendants in one transaction.
+
+    Returns the descendants that were cancelled (none if the job was no longer ``src`` at ``attempt``).
     """
     with store.session() as s:
-        if not jobrepo.transition(s, job_id, JobStatus.RUNNING, status, by=by, message=why, error=why,
-                                  traceback=traceback, lease_until=None):
-            return []
-        job = queries.require_job(s, job_id)
-        reason = f"parent job {job.name!r} (#{job.id}) {status.value}: {why}"
-        return jobrepo.request_cancel(s, jobrepo.descendants(s, job_id), reason)["cancelled"]
+        return end_in(s, job_id, status, why, traceback, by, attempt, src)
+
+
+def end_in(s: Session, job_id: int, status: JobStatus, why: str, traceback: str | None, by: str | None,
+           attempt: int | None, src: JobStatus = JobStatus.RUNNING) -> list[int]:
+    """``end_job`` in the caller's transaction ``s``."""
+    if not jobrepo.transition(s, job_id, src, status, by=by, attempt=attempt, message=why, error=why,
+                              traceback=traceback, lease_until=None):
+        return []
+    job = queries.require_job(s, job_id)
+    reason = f"parent job {job.name!r} (#{job.id}) {status.value}: {why}"
+    return jobrepo.request_cancel(s, jobrepo.descendants(s, job_id), reason)["cancelled"]
+
+
+def backoff(settings_backoff: float, attempt: int) -> float:
+    """Seconds before retry ``attempt + 1``: the base, doubled on each further attempt, at most 300 s."""
+    return float(min(settings_backoff * 2 ** max(attempt - 1, 0), MAX_BACKOFF))
+
+
+def retry_later(store: Store, app: Celery, job: Job, why: str, traceback: str | None, by: str,
+                base_backoff: float) -> str:
+    """A running attempt hit a transient error: queue the job again after a backoff, or fail it when it has used
+    its ``max_attempts``. Returns ``queued`` or ``failed``."""
+    if job.attempts >= job.max_attempts:
+        end_job(store, job.id, JobStatus.FAILED, f"{why} (attempt {job.attempts} of {job.max_attempts})",
+                traceback, by, attempt=job.attempts)
+        return JobStatus.FAILED.value
+    delay = backoff(base_backoff, job.attempts)
+    with store.session() as s:
+        if not jobrepo.transition(
+                s, job.id, JobStatus.RUNNING, JobStatus.QUEUED, by=by, attempt=job.attempts,
+                message=f"transient error, retry {job.attempts + 1}/{job.max_attempts} in {delay:g} s: {why}",
+                error=why, traceback=traceback, lease_until=None, not_before=utcnow() + timedelta(seconds=delay)):
+            return "lost"
+        again = queries.jobs_by_ids(s, [job.id])
+    try:
+        with app.producer_or_acquire() as producer:
+            for j in again:
+                app.send_task(TASK_NAME, args=[j.id], queue=j.queue, routing_key=j.queue, countdown=delay,
+                              priority=to_broker_priority(app, j.priority), producer=producer)
+    except Exception as e:  # the reaper re-sends it once not_before has passed
+        log.warning("job %s queued for a retry, but its message could not be sent: %s", job.id, e)
+    return JobStatus.QUEUED.value
 
 
 def cancel(store: Store, job_ids: Iterable[int], reason: str = "cancelled by user") -> dict[str, list[int]]:

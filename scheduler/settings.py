@@ -31,8 +31,15 @@ class Settings:
     artifacts_dir: Path
     # LATENTFARM_DATA_DIR: where dataset files (mnist.npz) are looked up. Default: Keras' cache dir.
     data_dir: Path
-    # LATENTFARM_LEASE_SECONDS: how long a running job's lease lasts without a heartbeat.
-    lease_seconds: float = 120.0
+    # LATENTFARM_LEASE_SECONDS: how long a running job's lease lasts without a renewal. A worker renews it every
+    # lease / 6 seconds (at most every 5 s); the reaper requeues a job whose lease ran out (its worker died).
+    lease_seconds: float = 60.0
+    # LATENTFARM_RETRY_BACKOFF: seconds before the first retry of a job that failed with a transient error
+    # (connection lost, device out of memory); doubled on each further attempt, at most 300 s.
+    retry_backoff: float = 5.0
+    # LATENTFARM_RESEND_AFTER: the reaper re-sends the message of a job queued this many seconds ago if its
+    # queue on the broker is empty (the broker lost it: a restart without persistence, a send that failed).
+    resend_after: float = 30.0
     # LATENTFARM_WORKER_NAME: the name a worker records on the jobs it runs (default: latentfarm@<host>).
     worker_name: str = f"latentfarm@{socket.gethostname()}"
 
@@ -50,6 +57,8 @@ class Settings:
             broker_url=env.get("LATENTFARM_BROKER_URL", EMBEDDED_BROKER),
             artifacts_dir=Path(env.get("LATENTFARM_ARTIFACTS", "latentfarm-artifacts")).resolve(),
             data_dir=Path(env.get("LATENTFARM_DATA_DIR", str(default_data))).expanduser().resolve(),
-            lease_seconds=float(env.get("LATENTFARM_LEASE_SECONDS", 120)),
+            lease_seconds=float(env.get("LATENTFARM_LEASE_SECONDS", 60)),
+            retry_backoff=float(env.get("LATENTFARM_RETRY_BACKOFF", 5)),
+            resend_after=float(env.get("LATENTFARM_RESEND_AFTER", 30)),
             worker_name=env.get("LATENTFARM_WORKER_NAME", f"latentfarm@{socket.gethostname()}"),
         )

@@ -3,7 +3,7 @@
     batch: ae-sweep                 # the batch's name
     defaults:                       # optional: applied to every job that does not set them
       priority: 5                   # 0 (last) .. 9 (first)
-      max_attempts: 1
+      max_attempts: 3               # runs at most: a lost worker or a transient error is retried
       timeout: 3600                 # seconds
       params: {dataset: digits}     # given to each job whose kind has such a parameter
     jobs:
@@ -42,6 +42,8 @@ from scheduler.dream_spec import dream_jobs
 from scheduler.errors import SpecError
 
 TOP_FIELDS = {"batch", "defaults", "jobs"}
+# A job survives two lost workers or transient errors; errors in the spec or data are never retried.
+DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_FIELDS = {"params", "queue", "priority", "max_attempts", "timeout"}
 JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep", "foreach"}
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # used with fullmatch: no trailing newline slips by
@@ -213,7 +215,7 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
         raise SpecError(path, f"must be a queue name such as 'gpu' or 'cpu', got {queue!r}", job=jname,
                         field="queue" if "queue" in entry else "defaults.queue")
     priority = _int_field(entry, defaults, "priority", 5, 0, 9, path, jname)
-    max_attempts = _int_field(entry, defaults, "max_attempts", 1, 1, 100, path, jname)
+    max_attempts = _int_field(entry, defaults, "max_attempts", DEFAULT_MAX_ATTEMPTS, 1, 100, path, jname)
     timeout = entry.get("timeout", defaults.get("timeout"))
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
         raise SpecError(path, f"must be a number of seconds > 0, got {timeout!r}", job=jname,

@@ -72,6 +72,10 @@ class ArtifactStore:
             raise ArtifactCorrupt(f"artifact blob {path} does not match its sha256 {sha256}")
         return data
 
+    def delete(self, uri: str) -> None:
+        """Remove a blob that no artifact refers to any more (missing is fine)."""
+        self.path_of(uri).unlink(missing_ok=True)
+
     def _uri(self, sha: str) -> str:
         return f"sha256/{sha[:2]}/{sha}"
 

@@ -63,18 +63,22 @@ def transition(
     *,
     message: str | None = None,
     by: str | None = None,
+    attempt: int | None = None,
     **values: Any,
 ) -> bool:
     """Move a job from one of ``src`` to ``dst`` if, and only if, it is in ``src`` now.
 
+    With ``attempt``, only if it is still at that attempt: a worker ends only the run it claimed, never the
+    next attempt that the reaper handed to another worker after this one's lease expired.
+
     Returns whether this call made the change (exactly one of several racing callers gets True). Records a
     status event (by worker ``by``) when it does. Extra column ``values`` are set in the same UPDATE.
     """
-    return _move(session, job_id, src, dst, message, by, values) is not None
+    return _move(session, job_id, src, dst, message, by, values, attempt) is not None
 
 
 def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], dst: JobStatus,
-          message: str | None, by: str | None, values: dict[str, Any]) -> Any:
+          message: str | None, by: str | None, values: dict[str, Any], attempt: int | None = None) -> Any:
     """``transition``'s work: one guarded UPDATE ... RETURNING the job's row (None if not moved) + its event."""
     sources = [src] if isinstance(src, JobStatus) else list(src)
     for s in sources:
@@ -90,11 +94,11 @@ def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], d
     }.get(dst)
     if stamp and stamp not in values:
         values[stamp] = now
+    guard = [JobRow.id == job_id, JobRow.status.in_([s.value for s in sources])]
+    if attempt is not None:
+        guard.append(JobRow.attempts == attempt)
     row = session.execute(
-        update(_JOBS)
-        .where(JobRow.id == job_id, JobRow.status.in_([s.value for s in sources]))
-        .values(status=dst.value, **values)
-        .returning(*JobRow.__table__.c)
+        update(_JOBS).where(*guard).values(status=dst.value, **values).returning(*JobRow.__table__.c)
     ).first()
     if row is None:
         return None
@@ -103,29 +107,43 @@ def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], d
     return row
 
 
-def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu: str | None = None) -> Job | None:
-    """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued."""
+def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu: str | None = None,
+          host: str | None = None) -> Job | None:
+    """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued,
+    or if it was retried after a transient error and its ``not_before`` is still ahead (the message came early).
+    """
     now = utcnow()
-    row = _move(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, f"claimed by {worker}", worker, dict(
-        worker=worker, attempts=JobRow.attempts + 1, gpu=gpu, heartbeat_at=now,
-        lease_until=now + timedelta(seconds=lease_seconds), error=None, traceback=None, progress=0.0,
-    ))
-    return from_row(Job, row) if row is not None else None
+    row = session.execute(
+        update(_JOBS)
+        .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value,
+               (JobRow.not_before.is_(None)) | (JobRow.not_before <= now))
+        .values(status=JobStatus.RUNNING.value, worker=worker, host=host, gpu=gpu, attempts=JobRow.attempts + 1,
+                started_at=now, heartbeat_at=now, lease_until=now + timedelta(seconds=lease_seconds),
+                error=None, traceback=None, progress=0.0, not_before=None)
+        .returning(*JobRow.__table__.c)
+    ).first()
+    if row is None:
+        return None
+    session.execute(insert(_EVENTS).values(job_id=job_id, time=now, kind="status", status=JobStatus.RUNNING.value,
+                                           message=f"claimed by {worker}", worker=worker, attempt=row.attempts))
+    return from_row(Job, row)
 
 
-def heartbeat(session: Session, job_id: int, worker: str, lease_seconds: float, progress: float | None = None) -> bool:
-    """Renew a running job's lease; returns False if the job is no longer running for ``worker``."""
+def heartbeat(session: Session, job_id: int, attempt: int, lease_seconds: float,
+              progress: float | None = None) -> bool | None:
+    """Renew the lease of a running job's ``attempt``. Returns whether the user asked to cancel it, or None if
+    that attempt is no longer running (it ended, or its lease expired and the reaper took it back)."""
     now = utcnow()
     values: dict[str, Any] = {"heartbeat_at": now, "lease_until": now + timedelta(seconds=lease_seconds)}
     if progress is not None:
         values["progress"] = progress
-    result = session.execute(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value, JobRow.worker == worker)
+    row = session.execute(
+        update(_JOBS)
+        .where(JobRow.id == job_id, JobRow.status == JobStatus.RUNNING.value, JobRow.attempts == attempt)
         .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1  # type: ignore[attr-defined]
+        .returning(JobRow.cancel_requested)
+    ).first()
+    return None if row is None else bool(row.cancel_requested)
 
 
 def get_job(session: Session, job_id: int) -> Job | None:
@@ -174,6 +192,19 @@ def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list
     stmt = dialect_insert(model.__table__).values(rows)
     session.execute(stmt.on_conflict_do_update(index_elements=keys,
                                                set_={c: getattr(stmt.excluded, c) for c in update_cols}))
+
+
+def replace_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str, size: int, media_type: str,
+                     meta: dict[str, Any] | None = None) -> str | None:
+    """``put_artifact``, returning the uri of the blob it replaced if no artifact refers to that blob any more
+    (the caller may then delete it: a checkpoint rewritten every epoch must not pile up blobs)."""
+    old = session.execute(select(ArtifactRow.uri, ArtifactRow.sha256)
+                          .where(ArtifactRow.job_id == job_id, ArtifactRow.name == name)).first()
+    put_artifact(session, job_id, name, uri, sha256, size, media_type, meta)
+    if old is None or old.sha256 == sha256:
+        return None
+    still_used = session.scalar(select(func.count()).select_from(ArtifactRow).where(ArtifactRow.sha256 == old.sha256))
+    return None if still_used else str(old.uri)
 
 
 def succeeded_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> dict[str, int]:

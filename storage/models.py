@@ -72,6 +72,7 @@ class JobRow(Base):
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="ck_jobs_attempts"),
         Index("ix_jobs_fingerprint_status", "fingerprint", "status"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
+        Index("ix_jobs_status_lease", "status", "lease_until"),  # the reaper's scan for expired leases
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -86,8 +87,9 @@ class JobRow(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=1)
     timeout: Mapped[float | None] = mapped_column(Float)  # seconds
-    worker: Mapped[str | None] = mapped_column(String(200))
-    gpu: Mapped[str | None] = mapped_column(String(50))
+    worker: Mapped[str | None] = mapped_column(String(200))  # the Celery node name, e.g. gpu0@host
+    host: Mapped[str | None] = mapped_column(String(200))
+    gpu: Mapped[str | None] = mapped_column(String(50))  # the GPU index the job ran on; NULL on a CPU worker
     lease_until: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
     progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
@@ -97,6 +99,7 @@ class JobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     queued_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]  # a job retried after a transient error waits until then
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 

@@ -64,6 +64,14 @@ def batch_summary(session: Session, batch_id: int) -> BatchSummary:
     return BatchSummary(batch, counts, sum(counts.values()))
 
 
+def active_job_counts(session: Session) -> dict[str, int]:
+    """How many jobs are pending, queued and running, over every batch."""
+    active = [JobStatus.PENDING.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    return dict(session.execute(  # type: ignore[arg-type]
+        select(JobRow.status, func.count()).where(JobRow.status.in_(active)).group_by(JobRow.status)
+    ).tuples().all())
+
+
 def list_batches(session: Session, limit: int = 20) -> list[BatchSummary]:
     ids = session.scalars(select(BatchRow.id).order_by(BatchRow.id.desc()).limit(limit)).all()
     return [batch_summary(session, i) for i in ids]

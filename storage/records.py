@@ -37,6 +37,7 @@ class Job:
     max_attempts: int
     timeout: float | None
     worker: str | None
+    host: str | None
     gpu: str | None
     lease_until: datetime | None
     heartbeat_at: datetime | None
@@ -47,6 +48,7 @@ class Job:
     cancel_requested: bool
     created_at: datetime
     queued_at: datetime | None
+    not_before: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
 

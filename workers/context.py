@@ -19,21 +19,35 @@ from storage import queries
 from storage.errors import NotFound
 from storage.records import Artifact, Job
 from storage.store import Store
+from workers.monitor import Watch
 
 
-class JobCancelled(Exception):
-    """Raised (or returned as a stop request) when a user cancelled the running job."""
+class JobStopped(Exception):
+    """Raised at a job's check when it must stop before its end."""
+
+
+class JobCancelled(JobStopped):
+    """The user cancelled the running job."""
+
+
+class JobTimedOut(JobStopped):
+    """The job ran past its ``timeout`` (its soft time limit)."""
+
+
+class JobLost(JobStopped):
+    """This attempt no longer holds the job (its lease ran out and the reaper took it back): stop, record nothing."""
 
 
 class JobContext:
     """Given to a handler. Every call writes through to the store in its own short transaction, except inside
     ``results()``, whose writes go into the transaction that marks the job succeeded."""
 
-    def __init__(self, store: Store, settings: Settings, job: Job, worker: str) -> None:
+    def __init__(self, store: Store, settings: Settings, job: Job, worker: str, watch: Watch | None = None) -> None:
         self.store = store
         self.settings = settings
         self.job = job
         self.worker = worker
+        self.watch = watch  # the lease keeper's view of this attempt: cancel, timeout, loss
         # This job's parents and their artifacts, read once: finished jobs' results do not change.
         self._parents: list[Job] | None = None
         self._parent_artifacts: dict[tuple[int, str], Artifact] = {}
@@ -84,6 +98,22 @@ class JobContext:
                       meta: dict[str, Any] | None = None) -> None:
         blob = self.store.artifacts.put_file(Path(path))
         self._record(name, blob.uri, blob.sha256, blob.bytes, media_type, meta)
+
+    def checkpoint_file(self, name: str, path: str | os.PathLike[str], media_type: str,
+                        meta: dict[str, Any] | None = None) -> None:
+        """Record (or replace) this job's checkpoint ``name`` now, and delete the blob it replaces: a job that
+        checkpoints every epoch keeps one checkpoint in the store, not one per epoch."""
+        blob = self.store.artifacts.put_file(Path(path))
+        with self.store.session() as s:
+            stale = jobrepo.replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type,
+                                             meta)
+        if stale is not None:
+            self.store.artifacts.delete(stale)
+
+    def own_artifact(self, name: str) -> Artifact | None:
+        """This job's artifact ``name`` from an earlier attempt (a checkpoint to resume from), or None."""
+        with self.store.session() as s:
+            return next((a for a in queries.job_artifacts(s, self.job.id) if a.name == name), None)
 
     def artifact_json(self, name: str, value: Any) -> None:
         self.artifact_bytes(name, json.dumps(value, indent=2, sort_keys=True).encode(), "application/json")
@@ -174,12 +204,32 @@ class JobContext:
     def _record(self, name: str, uri: str, sha: str, size: int, media_type: str, meta: dict[str, Any] | None) -> None:
         self._write(lambda s: jobrepo.put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta))
 
-    def progress(self, fraction: float, message: str | None = None) -> bool:
-        """Report progress (0..1) and renew the lease. Returns True if the user asked to cancel the job."""
-        with self.store.session() as s:
-            jobrepo.heartbeat(s, self.job.id, self.worker, self.settings.lease_seconds,
-                              progress=min(max(fraction, 0.0), 1.0))
-            if message:
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress (0..1), with an event when there is a ``message``, and check (see ``check``).
+
+        A message (an epoch's summary) is written at once with a lease renewal, which also picks up a cancel
+        request; a bare fraction goes out with the next renewal by the lease keeper."""
+        fraction = min(max(fraction, 0.0), 1.0)
+        if message:
+            with self.store.session() as s:
                 jobrepo.add_event(s, self.job.id, "progress", message, worker=self.worker,
                                   attempt=self.job.attempts)
-            return jobrepo.is_cancel_requested(s, self.job.id)
+            if self.watch is not None:
+                self.watch.renew(fraction)
+        elif self.watch is not None:
+            self.watch.progress = fraction
+        self.check()
+
+    def check(self) -> None:
+        """Stop here if the job must stop: raises JobCancelled (the user cancelled it), JobTimedOut (past its
+        timeout) or JobLost (this attempt's lease ran out and the job was handed on). Costs no database round
+        trip: call it often (every OIP step)."""
+        w = self.watch
+        if w is None:
+            return
+        if w.lost:
+            raise JobLost(f"attempt {w.attempt} of job {self.job.id} lost its lease")
+        if w.cancel_requested:
+            raise JobCancelled("cancelled by user")
+        if w.timed_out:
+            raise JobTimedOut(f"timed out after {w.timeout:g} s (the job's timeout)")

@@ -1,34 +1,123 @@
-"""Run one job by id: claim it, run its handler, record the outcome. No exception leaves unrecorded."""
+"""Run one job by id: claim it, keep its lease, run its handler, record the outcome. No exception leaves
+unrecorded, and a job is never recorded twice: every write that ends a run is guarded by the attempt it claimed.
+
+Outcomes:
+
+- the handler returns: results and ``succeeded`` in one transaction, children queued;
+- it raises a transient error (a connection to the database or broker lost, a device out of memory): the job is
+  queued again after an exponential backoff, until it has used ``max_attempts``;
+- any other error (the user's spec, data or code): ``failed`` at once, with the message and traceback;
+- the user cancelled it: ``cancelled`` at its next check; past its ``timeout``: ``failed`` at its next check, or,
+  stuck ``hard_grace`` seconds more, failed and its process killed (a worker process of its own only);
+- its lease ran out while it ran (the database was away for longer than the lease) and the reaper handed it on:
+  nothing is recorded by this attempt.
+
+Writes that end a run wait for the database to come back for up to the lease's length.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import time
 import traceback
-from typing import Any
-
-from celery.exceptions import SoftTimeLimitExceeded
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from core.config import KINDS
 from core.params import parse_config
 from scheduler import dispatch
 from storage import jobs as jobrepo
+from storage.errors import DatabaseUnavailable
+from storage.records import Job
 from storage.status import JobStatus
-from workers.context import JobCancelled, JobContext
+from workers.context import JobCancelled, JobContext, JobLost, JobTimedOut
 from workers.handlers import HANDLERS
+from workers.monitor import Watch, monitor
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Device out-of-memory errors by class name (TensorFlow, PyTorch): the worker never imports them itself.
+_OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether another attempt may succeed: a lost connection (database, broker, network) or a device out of
+    memory. Errors in the user's spec, data or code are not transient: retrying them only repeats them."""
+    from sqlalchemy.exc import DisconnectionError, OperationalError
+
+    seen: BaseException | None = error
+    for _ in range(5):  # the error and what caused it
+        if seen is None:
+            return False
+        if isinstance(seen, (DatabaseUnavailable, ConnectionError, MemoryError, OperationalError,
+                             DisconnectionError)):
+            return True
+        name = type(seen).__name__
+        if name in _OOM_NAMES or (name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(seen)):  # JAX
+            return True
+        if _is_broker_error(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_broker_error(error: BaseException) -> bool:
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return isinstance(error, KombuOperationalError)
+    return isinstance(error, (KombuOperationalError, RedisConnectionError, RedisTimeoutError))
+
+
+def patiently(rt: Runtime, write: Callable[[], T], what: str) -> T:
+    """Run ``write`` (one transaction), waiting out a database that is away for up to the lease's length."""
+    deadline = time.monotonic() + rt.settings.lease_seconds
+    pause = 0.2
+    while True:
+        try:
+            return write()
+        except DatabaseUnavailable as e:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: %s; trying again in %.1f s", what, e, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
-    """Run job ``job_id`` on this worker. Returns the outcome: succeeded, failed, cancelled or skipped.
+    """Run job ``job_id`` on this worker. Returns the outcome: succeeded, failed, cancelled, queued (to be
+    retried), lost or skipped.
 
     ``skipped`` means the message was a duplicate or stale (the job is not ``queued``): the guarded claim makes
     a redelivered message for a running or finished job a no-op.
     """
+    gpu = os.environ.get("LATENTFARM_GPU") or None
+    claimed = patiently(rt, lambda: _claim(rt, job_id, worker, gpu), f"job {job_id}: claim")
+    if claimed is None:
+        return "skipped"
+    job, ctx = claimed
+    watch = Watch(rt.store, job.id, job.attempts, rt.settings.lease_seconds, job.timeout,
+                  on_hard_limit=lambda w: _hard_limit(rt, job, w, worker))
+    ctx.watch = watch
+    log.info("job %s (%s %s) started, attempt %s/%s", job.id, job.kind, job.name, job.attempts, job.max_attempts)
+    monitor().add(watch)  # the lease is renewed until the outcome is recorded
+    try:
+        return _run(rt, ctx, job, worker)
+    finally:
+        monitor().remove(watch)
+
+
+def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job, JobContext] | None:
     with rt.store.session() as s:
-        job = jobrepo.claim(s, job_id, worker, rt.settings.lease_seconds, gpu=os.environ.get("CUDA_VISIBLE_DEVICES"))
+        job = jobrepo.claim(s, job_id, worker, rt.settings.lease_seconds, gpu=gpu, host=socket.gethostname())
         if job is None:
             current = jobrepo.get_job(s, job_id)
             if current is not None:
@@ -36,30 +125,58 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
                                   worker=worker)
             log.info("job %s not claimed (%s): message dropped", job_id,
                      current.status.value if current else "no such job")
-            return "skipped"
+            return None
         ctx = JobContext(rt.store, rt.settings, job, worker)
         ctx.read_parents(s)  # in the claiming transaction: one round trip less for jobs that read results
-    log.info("job %s (%s %s) started, attempt %s", job.id, job.kind, job.name, job.attempts)
+    return job, ctx
+
+
+def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
     try:
         config: Any = parse_config(KINDS[job.kind].config, job.params)
         HANDLERS[job.kind](ctx, config)
+    except JobLost as e:
+        log.warning("job %s: %s; this attempt's results are dropped", job.id, e)
+        return "lost"
     except JobCancelled as e:
-        return _finish_unsuccessfully(rt, job_id, JobStatus.CANCELLED, str(e), None, worker)
-    except SoftTimeLimitExceeded:
-        why = f"timed out after {job.timeout:g} s (the job's timeout)"
-        return _finish_unsuccessfully(rt, job_id, JobStatus.FAILED, why, traceback.format_exc(), worker)
+        return _finish(rt, job, JobStatus.CANCELLED, str(e), None, worker)
+    except JobTimedOut as e:
+        return _finish(rt, job, JobStatus.FAILED, str(e), traceback.format_exc(), worker)
     except Exception as e:
         why = f"{type(e).__name__}: {e}"
-        return _finish_unsuccessfully(rt, job_id, JobStatus.FAILED, why, traceback.format_exc(), worker)
-    if not dispatch.complete_job(rt.store, rt.app, job_id, by=worker, results=ctx.write_results):
-        log.warning("job %s finished but was no longer running here: result kept, status unchanged", job_id)
-        return "skipped"
-    log.info("job %s succeeded", job_id)
+        if is_transient(e):
+            log.warning("job %s: transient error: %s", job.id, why)
+            return patiently(rt, lambda: dispatch.retry_later(rt.store, rt.app, job, why, traceback.format_exc(),
+                                                              worker, rt.settings.retry_backoff),
+                             f"job {job.id}: requeue")
+        return _finish(rt, job, JobStatus.FAILED, why, traceback.format_exc(), worker)
+    done = patiently(rt, lambda: dispatch.complete_job(rt.store, rt.app, job.id, by=worker,
+                                                       results=ctx.write_results, attempt=job.attempts),
+                     f"job {job.id}: completion")
+    if not done:
+        log.warning("job %s finished but attempt %s no longer holds it: result dropped", job.id, job.attempts)
+        return "lost"
+    log.info("job %s succeeded", job.id)
     return "succeeded"
 
 
-def _finish_unsuccessfully(rt: Runtime, job_id: int, status: JobStatus, why: str, tb: str | None,
-                           worker: str) -> str:
-    log.log(logging.INFO if status is JobStatus.CANCELLED else logging.WARNING, "job %s %s: %s", job_id, status, why)
-    dispatch.end_job(rt.store, job_id, status, why, tb, by=worker)
+def _finish(rt: Runtime, job: Job, status: JobStatus, why: str, tb: str | None, worker: str) -> str:
+    log.log(logging.INFO if status is JobStatus.CANCELLED else logging.WARNING, "job %s %s: %s", job.id, status, why)
+    patiently(rt, lambda: dispatch.end_job(rt.store, job.id, status, why, tb, by=worker, attempt=job.attempts),
+              f"job {job.id}: outcome")
     return status.value
+
+
+def _hard_limit(rt: Runtime, job: Job, watch: Watch, worker: str) -> None:
+    """The job ignored its soft time limit: fail it, and kill this process if it is a worker's own."""
+    assert job.timeout is not None
+    why = (f"killed: still running {dispatch.hard_grace(job.timeout):g} s after its timeout of {job.timeout:g} s "
+           "(hard time limit)")
+    dispatch.end_job(rt.store, job.id, JobStatus.FAILED, why, None, by=worker, attempt=job.attempts)
+    watch.lost = True
+    if rt.app.conf.get("latentfarm_kill_on_hard_limit"):
+        log.error("job %s: %s; killing worker process %s", job.id, why, os.getpid())
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
+    log.error("job %s: %s; it runs on in this process (not a worker process of its own), its result dropped",
+              job.id, why)

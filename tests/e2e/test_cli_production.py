@@ -50,7 +50,7 @@ def _wait_settled(tmp_path: Path, env: dict[str, str], batch: int, timeout: floa
 def test_submit_returns_at_once_and_worker_processes_run_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
     worker_missing = run(["worker"], tmp_path, env, check=False)  # before migrations: a clear refusal
     assert worker_missing.returncode == 2 and "latentfarm db upgrade" in worker_missing.stderr
-    assert "is at revision 0001" in run(["db", "upgrade"], tmp_path, env).stdout
+    assert "is at revision 0002" in run(["db", "upgrade"], tmp_path, env).stdout
     spec = tmp_path / "prod.yaml"
     spec.write_text(
         "batch: prod\n"
@@ -77,7 +77,8 @@ def test_submit_returns_at_once_and_worker_processes_run_the_batch(tmp_path: Pat
     assert {j["worker"] for j in final["jobs"]} == {f"w1@{os.uname().nodename}"}
     ae = next(j for j in final["jobs"] if j["name"] == "ae")
     shown = run_json(["show", str(ae["id"])], tmp_path, env)
-    assert {a["name"] for a in shown["artifacts"]} == {"model.keras", "reconstructions.png"}  # TF in a prefork child
+    # TF ran in a prefork child
+    assert {a["name"] for a in shown["artifacts"]} == {"model.keras", "checkpoint.keras", "reconstructions.png"}
     table = run(["jobs", "--batch", str(submitted["batch_id"]), "--status", "succeeded"], tmp_path, env).stdout
     assert len(table.splitlines()) == 1 + 7
 

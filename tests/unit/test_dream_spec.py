@@ -26,7 +26,7 @@ from PIL import Image
 from core.config import MAX_DREAM_JOBS, DreamMergeConfig, DreamParams, DreamTileConfig
 from core.params import parse_config
 from scheduler.plan import plan_batch
-from scheduler.spec import BatchSpec, JobSpec
+from scheduler.spec import DEFAULT_MAX_ATTEMPTS, BatchSpec, JobSpec
 from tests.unit.spec_helpers import by_name, check, load, names, spec_error, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,7 +142,7 @@ def test_dag_shape(tmp_path: Path, image: Path, levels: int, iterations: int, si
     last = merge("dream", iterations - 1, levels)
     assert [j.name for j in mine if j.exported] == [last]
     assert all(j.group == "dream" for j in mine)
-    assert all(j.queue == "gpu" and j.priority == 5 and j.max_attempts == 1 for j in mine)
+    assert all(j.queue == "gpu" and j.priority == 5 and j.max_attempts == DEFAULT_MAX_ATTEMPTS for j in mine)
     assert jobs["cnn"].group is None and jobs["cnn"].exported
 
 

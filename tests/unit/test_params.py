@@ -77,7 +77,7 @@ def test_unknown_param() -> None:
 def test_first_unknown_param_in_sorted_order() -> None:
     e = config_error(NoopConfig, {"zz": 1, "seconds": 1.0, "aa": 2})
     assert e.field == "aa"
-    assert e.message == "unknown parameter; expected one of: fail, seconds, value"
+    assert e.message == "unknown parameter; expected one of: fail, seconds, stuck, transient_failures, value"
 
 
 def test_missing_required_param() -> None:

@@ -63,7 +63,7 @@ OTHER_VALUES = {
     "sample": {"sampler": "normal", "n": 10, "k_sigma": 1.0, "steps": 3, "grid": 9, "seed": 1},
     "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "k": [2, 3], "algorithm": "minibatch", "n_init": 3,
                 "silhouette_sample": 100, "plot": "tsne", "plot_sample": 100, "seed": 1},
-    "noop": {"seconds": 1.0, "fail": True, "value": 2.0},
+    "noop": {"seconds": 1.0, "fail": True, "value": 2.0, "transient_failures": 1, "stuck": True},
     # the dream entry is never a job itself, but its params must still tell dreams apart (sweeps, names)
     "dream": {"levels": 1, "iterations": 2, "size": 1120, "maps": {0: 1, 1: [2, 3], 2: 4}, "epochs": {0: 5, 1: 6, 2: 7},
               "epsilon": 0.1, "threshold": 0.01, "clip": 0.9},
@@ -151,7 +151,7 @@ def test_fingerprint_changes_with_data_identity() -> None:
 # Golden values: a change here means every stored result of that kind stops being reused. That is right when the
 # job's parameters or code changed (then bump FINGERPRINT_VERSION if the code alone changed); update them knowingly.
 GOLDEN = {
-    "noop": "124c98ade757d53da6f4463d8c59afcb573f87b6bcfafae1a24a0402b8f5db3a",
+    "noop": "e4cad4f359718220173acf825624f1df19da3e7948d1acb1407e7e15b3edf646",
     # TrainConfig with DataParams (image_size, color, test_size) and None for the model's z_dim/filters/lr
     "train": "e527868db5daa7a788b77b9287bf3d2c60e0da50729cc521c3cce707bab99c44",
     "cluster": "a68c8d0ec8220424d9c8d0bb7aa82f2c2174884660821a2a1d729bcf57ed45ed",
@@ -347,7 +347,7 @@ def test_plan_copies_the_spec(tmp_path: Path) -> None:
         return (j.name, j.kind, j.queue, j.priority, j.max_attempts, j.timeout)
 
     assert row(a) == ("a", "noop", "fast", 8, 2, 30.0)
-    assert row(t) == ("t", "train", "gpu", 5, 1, None)
+    assert row(t) == ("t", "train", "gpu", 5, 3, None)
     assert a.params == dict(spec.jobs[0].params) and type(a.params) is dict
     assert t.params == dict(spec.jobs[1].params)
 

@@ -41,7 +41,7 @@ def run_dream_tile(ctx: JobContext, config: DreamTileConfig) -> None:
     row0, col0, side = tiles(config.level, config.size)[config.tile]
     started = time.perf_counter()
     new_tile, gain = process_tile(model, image[row0:row0 + side, col0:col0 + side], config.map, config.epochs,
-                                  config.epsilon, config.threshold)
+                                  config.epsilon, config.threshold, on_step=ctx.check)
     seconds = time.perf_counter() - started
     with ctx.results():  # recorded with the job's success: tile jobs are short
         if config.image is not None:

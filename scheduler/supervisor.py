@@ -1,0 +1,153 @@
+"""``latentfarm worker --gpus/--cpu``: one Celery worker process per GPU (and N for the CPU), kept running.
+
+Each GPU worker is its own process, started with ``CUDA_VISIBLE_DEVICES=<i>`` (so TensorFlow, imported later
+by the first job, sees that GPU only) and memory growth on, the solo pool (jobs run in the worker process itself:
+TensorFlow never runs in a process that forks), the name ``gpu<i>@<host>``, and the ``gpu`` queue. CPU workers
+are the same on the ``cpu`` queue, named ``cpu<i>@<host>``, with no GPU visible. The supervisor imports neither
+Celery's worker nor TensorFlow; it restarts a worker process that dies (a crash, a job killed at its hard time
+limit) after a backoff, and passes SIGTERM/SIGINT on to its workers (a warm shutdown: running jobs finish, or
+resume from their checkpoints elsewhere once their leases run out).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from scheduler.errors import UserError
+
+RESTART_MAX_DELAY = 30.0  # seconds: the longest wait before restarting a worker that keeps dying
+STABLE_AFTER = 60.0  # a worker up this long counts as healthy again: its next restart is immediate
+
+
+def discover_gpus(env: Mapping[str, str] | None = None) -> list[str]:
+    """This machine's GPU indices: ``LATENTFARM_GPUS`` (e.g. ``0,1``) if set, else what ``nvidia-smi`` lists."""
+    env = os.environ if env is None else env
+    if "LATENTFARM_GPUS" in env:
+        return [g.strip() for g in env["LATENTFARM_GPUS"].split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def choose_gpus(value: str, available: Sequence[str]) -> list[str]:
+    """The GPUs ``--gpus`` names: ``all`` or a comma-separated list of indices, each of which must exist."""
+    if not available:
+        raise UserError(f"--gpus {value}: no GPU found on this machine (nvidia-smi lists none; LATENTFARM_GPUS "
+                        "names them where nvidia-smi is missing)")
+    if value.strip() == "all":
+        return list(available)
+    wanted = [g.strip() for g in value.split(",") if g.strip()]
+    missing = [g for g in wanted if g not in available]
+    if not wanted or missing:
+        raise UserError(f"--gpus {value}: no GPU {', '.join(missing) or '(none named)'} on this machine "
+                        f"(it has {', '.join(available)}); use 'all' or indices from that list")
+    return list(dict.fromkeys(wanted))
+
+
+@dataclass
+class WorkerProcess:
+    name: str  # the Celery node name, gpu0@host
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    delay: float = 0.5  # doubled on each quick death: 1 s, 2 s, ... RESTART_MAX_DELAY
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env)
+        self.started = time.monotonic()
+        self.restart_at = None
+
+
+def plan_workers(gpus: Sequence[str], cpus: int, queues: str | None, loglevel: str, threads: int | None,
+                 env: Mapping[str, str] | None = None, host: str | None = None) -> list[WorkerProcess]:
+    """The worker processes to start: one per GPU, then ``cpus`` CPU workers."""
+    env = dict(os.environ if env is None else env)
+    host = host or socket.gethostname()
+    cores = os.cpu_count() or 1
+
+    def argv(name: str, queue: str, tf_threads: int | None) -> list[str]:
+        cmd = [sys.executable, "-m", "scheduler.cli", "worker", "--queues", queues or queue, "--pool", "solo",
+               "--concurrency", "1", "--name", name, "--loglevel", loglevel]
+        return cmd + (["--threads", str(tf_threads)] if tf_threads else [])
+
+    out = []
+    for g in gpus:
+        name = f"gpu{g}@{host}"
+        out.append(WorkerProcess(name, argv(name, "gpu", threads), {
+            **env, "CUDA_VISIBLE_DEVICES": g, "LATENTFARM_GPU": g, "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}))  # CUDA numbers the GPUs as nvidia-smi does
+    for i in range(cpus):
+        name = f"cpu{i}@{host}"
+        cpu_env = {k: v for k, v in env.items() if k != "LATENTFARM_GPU"}
+        out.append(WorkerProcess(name, argv(name, "cpu", threads or max(1, cores // cpus)),
+                                 {**cpu_env, "CUDA_VISIBLE_DEVICES": ""}))
+    return out
+
+
+def supervise(workers: list[WorkerProcess], out: TextIO = sys.stderr, poll: float = 0.5) -> int:
+    """Start ``workers``, restart any that exits, until SIGTERM/SIGINT; then stop them. Returns 0."""
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:  # a second signal: stop now
+            for w in workers:
+                if w.proc is not None and w.proc.poll() is None:
+                    w.proc.kill()
+            return
+        stopping = True
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for w in workers:
+            w.start()
+            print(f"started worker {w.name} (pid {w.proc.pid if w.proc else '?'})", file=out, flush=True)
+        while not stopping:
+            time.sleep(poll)
+            now = time.monotonic()
+            for w in workers:
+                if stopping:
+                    break
+                _tend(w, now, out)
+        for w in workers:
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the running job finishes
+        for w in workers:
+            if w.proc is not None:
+                w.proc.wait()
+        print(f"stopped {len(workers)} workers", file=out, flush=True)
+        return 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _tend(w: WorkerProcess, now: float, out: TextIO) -> None:
+    """Restart ``w`` if it exited: at once if it had been up a while, else after a growing delay."""
+    if w.proc is None or w.proc.poll() is None:
+        return
+    if w.restart_at is None:
+        up = now - w.started
+        w.delay = 0.0 if up >= STABLE_AFTER else min(max(w.delay * 2, 1.0), RESTART_MAX_DELAY)
+        w.restart_at = now + w.delay
+        print(f"worker {w.name} exited with code {w.proc.returncode} after {up:.0f} s; restarting in "
+              f"{w.delay:.0f} s", file=out, flush=True)
+    if now >= w.restart_at:
+        w.restarts += 1
+        w.start()
+        print(f"restarted worker {w.name} (pid {w.proc.pid if w.proc else '?'}, restart {w.restarts})", file=out,
+              flush=True)
