@@ -111,7 +111,7 @@ def _resend_lost(store: Store, app: Celery, settings: Settings, now: datetime, r
             .where(JobRow.status == JobStatus.QUEUED.value,
                    func.coalesce(JobRow.not_before, JobRow.queued_at) < before)
             .group_by(JobRow.queue)
-        ).tuples().all())
+        ).all())
     for queue, count in sorted(waiting.items()):
         try:
             on_broker = queue_size(app, queue)

@@ -69,7 +69,7 @@ def active_job_counts(session: Session) -> dict[str, int]:
     active = [JobStatus.PENDING.value, JobStatus.QUEUED.value, JobStatus.RUNNING.value]
     return dict(session.execute(  # type: ignore[arg-type]
         select(JobRow.status, func.count()).where(JobRow.status.in_(active)).group_by(JobRow.status)
-    ).tuples().all())
+    ).all())
 
 
 def list_batches(session: Session, limit: int = 20) -> list[BatchSummary]:
