@@ -24,7 +24,7 @@ loads = 0  # how many times a model was read from disk (tests check the cache wo
 _link_dir: str | None = None
 
 
-def _with_keras_suffix(path: Path, sha256: str) -> Path:
+def keras_path(path: Path, sha256: str) -> Path:
     """Keras loads only files named ``*.keras``; stored blobs are named by their hash: link one under that name."""
     global _link_dir
     if path.suffix == ".keras":
@@ -54,7 +54,7 @@ def load_model(path: Path, sha256: str, view: Callable[[Any], Any] | None = None
     else:
         import keras  # TensorFlow only when a job runs
 
-        model = keras.saving.load_model(_with_keras_suffix(path, sha256), compile=False)
+        model = keras.saving.load_model(keras_path(path, sha256), compile=False)
         log.info("loaded model %s into this process's cache", sha256[:12])
     with _lock:
         if view is None:

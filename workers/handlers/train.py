@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.config import TrainConfig
+from storage.records import Artifact
 from workers.context import JobContext
 from workers.handlers.data import load_data
 
@@ -44,7 +45,12 @@ def run_train(ctx: JobContext, config: TrainConfig) -> None:
             model.save(path)
             ctx.checkpoint_file(CHECKPOINT, path, KERAS_MEDIA_TYPE, {"epoch": epoch, "model": config.model})
 
-    at = None if resume is None else (str(ctx.store.artifacts.path_of(resume[0])), resume[1])
+    at = None
+    if resume is not None:
+        from workers.models import keras_path
+
+        ckpt, done = resume
+        at = (str(keras_path(ctx.store.artifacts.path_of(ckpt.uri), ckpt.sha256)), done)
     result = train_model(config, data, on_epoch, checkpoint, resume=at)
     ctx.check()
     with tempfile.TemporaryDirectory(prefix="latentfarm-") as tmp, ctx.results():
@@ -60,8 +66,8 @@ def run_train(ctx: JobContext, config: TrainConfig) -> None:
             ctx.artifact_bytes("reconstructions.png", png, "image/png", {"rows": ["test images", "reconstructions"]})
 
 
-def _resume_point(ctx: JobContext, config: TrainConfig) -> tuple[str, int] | None:
-    """(the checkpoint's uri, its epoch) if an earlier attempt left one, else None."""
+def _resume_point(ctx: JobContext, config: TrainConfig) -> tuple[Artifact, int] | None:
+    """(the checkpoint, its epoch) if an earlier attempt left one, else None."""
     ckpt = ctx.own_artifact(CHECKPOINT)
     if ckpt is None:
         return None
@@ -69,4 +75,4 @@ def _resume_point(ctx: JobContext, config: TrainConfig) -> tuple[str, int] | Non
     if not 1 <= epoch <= config.epochs or not ctx.store.artifacts.path_of(ckpt.uri).is_file():
         log.warning("job %s: checkpoint %s (epoch %s) unusable; training from the start", ctx.job.id, ckpt.uri, epoch)
         return None
-    return ckpt.uri, epoch
+    return ckpt, epoch
