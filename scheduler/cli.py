@@ -192,8 +192,9 @@ def show(job: int, as_json: bool) -> None:
         return
     click.echo(f"job {j.id} {j.name!r} (batch {j.batch_id}, kind {j.kind}): {j.status.value}"
                + (f", cached from job {j.cached_from}" if j.cached_from else ""))
+    where = (f" on {j.host}" if j.host else "") + (f", GPU {j.gpu}" if j.gpu else "")
     click.echo(f"  queue {j.queue}, priority {j.priority}, attempts {j.attempts}/{j.max_attempts}, "
-               f"worker {j.worker or '-'}, time {duration(j.started_at, j.finished_at) or '-'}")
+               f"worker {j.worker or '-'}{where}, time {duration(j.started_at, j.finished_at) or '-'}")
     click.echo(f"  needs {', '.join(map(str, parents)) or '-'}; fingerprint {j.fingerprint[:16]}")
     click.echo("params:")
     for k, v in j.params.items():
