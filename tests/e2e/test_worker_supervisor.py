@@ -75,6 +75,11 @@ def test_gpus_all_without_a_gpu_exits_nonzero(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: --gpus all: no GPU found on this machine")
 
 
+def children_of(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
 @pytest.fixture
 def supervised(tmp_path: Path, redis_url: str, pg_url: str) -> Iterator[tuple[ControlPlane, subprocess.Popen[str]]]:
     env = {**os.environ, "LATENTFARM_DATABASE_URL": pg_url, "LATENTFARM_BROKER_URL": redis_url,
@@ -110,20 +115,31 @@ def test_one_worker_per_gpu_records_worker_host_and_gpu_and_comes_back_after_a_k
     assert (cpu_job.worker, cpu_job.gpu) == (f"cpu0@{HOST}", None)
     assert all(j.host == HOST for j in jobs)
 
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    children = children_of(proc.pid)
     assert len(children) == 3  # two GPU workers and one CPU worker
-    os.kill(int(children[0]), signal.SIGKILL)
-    wait_for(lambda: len(set(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                            text=True).stdout.split()) - set(children)) == 1, timeout=30)
+    os.kill(min(children), signal.SIGKILL)
+    wait_for(lambda: len(children_of(proc.pid) - children) == 1, timeout=30)
     again = cp.submit(cp.load(write_spec(tmp_path, {"batch": "again", "jobs": [
         {"name": "g", "kind": "noop", "queue": "gpu", "sweep": {"value": [1, 2, 3, 4]}, "params": {"seconds": 0.3}}]},
         "again.yaml"))).batch_id
     assert wait_done(cp, again, timeout=90).status == "succeeded"
+
+    # a job stuck past its hard time limit is failed, and its worker process killed and restarted
+    before = children_of(proc.pid)
+    stuck = cp.submit(cp.load(write_spec(tmp_path, {"batch": "stuck", "jobs": [
+        {"name": "s", "kind": "noop", "params": {"seconds": 30, "stuck": True}, "timeout": 0.5}]}, "stuck.yaml")))
+    assert wait_done(cp, stuck.batch_id, timeout=60).status == "failed"
+    with cp.store.session() as s:
+        job = queries.require_job(s, stuck.job_ids["s"])
+    assert job.error == "killed: still running 2 s after its timeout of 0.5 s (hard time limit)"
+    assert (job.finished_at - job.started_at).total_seconds() < 10
+    wait_for(lambda: len(children_of(proc.pid) - before) == 1, timeout=30)
 
     proc.send_signal(signal.SIGTERM)  # a warm shutdown of every worker
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
     assert f"started worker gpu0@{HOST}" in out and f"started worker cpu0@{HOST}" in out
     assert "exited with code -9" in out and "restarted worker" in out and "stopped 3 workers" in out
+    assert f"worker cpu0@{HOST} exited with code -9" in out  # killed at the stuck job's hard limit
     # nothing left running: the supervisor waited for its workers
-    assert subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True).returncode == 1
+    assert children_of(proc.pid) == set()
