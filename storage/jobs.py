@@ -29,26 +29,29 @@ def create_batch(
     Returns the batch id and the job ids by name. Nothing is committed here: the caller's transaction is the
     unit, so a batch is written whole or not at all.
     """
-    batch = BatchRow(name=name, spec=spec, spec_path=spec_path, no_cache=no_cache)
-    session.add(batch)
-    session.flush()
-    rows = {}
-    for j in jobs:
-        row = JobRow(
-            batch_id=batch.id, name=j.name, kind=j.kind, params=j.params, fingerprint=j.fingerprint,
-            status=JobStatus.PENDING.value, queue=j.queue, priority=j.priority, max_attempts=j.max_attempts,
-            timeout=j.timeout, attempts=0, progress=0.0, cancel_requested=False,
+    # Core bulk statements, not ORM objects: a 10,000-job batch is a few multi-row INSERTs, not 20,000 flushes.
+    now = utcnow()
+    batch_id = session.execute(
+        insert(cast(Table, BatchRow.__table__))
+        .values(name=name, spec=spec, spec_path=spec_path, no_cache=no_cache, created_at=now)
+        .returning(BatchRow.id)
+    ).scalar_one()
+    ids: dict[str, int] = {}
+    if jobs:
+        pending = JobStatus.PENDING.value
+        inserted = session.execute(
+            insert(_JOBS).returning(_JOBS.c.id, _JOBS.c.name, sort_by_parameter_order=True),
+            [{"batch_id": batch_id, "name": j.name, "kind": j.kind, "params": j.params, "fingerprint": j.fingerprint,
+              "status": pending, "queue": j.queue, "priority": j.priority, "max_attempts": j.max_attempts,
+              "timeout": j.timeout, "attempts": 0, "progress": 0.0, "cancel_requested": False, "created_at": now}
+             for j in jobs],
         )
-        rows[j.name] = row
-    session.add_all(rows.values())
-    session.flush()
-    session.add_all(JobDepRow(parent_id=rows[p].id, child_id=rows[c].id) for p, c in edges)
-    session.add_all(
-        EventRow(job_id=r.id, kind="status", status=JobStatus.PENDING.value, message="submitted")
-        for r in rows.values()
-    )
-    session.flush()
-    return batch.id, {n: r.id for n, r in rows.items()}
+        ids = {job_name: job_id for job_id, job_name in inserted}
+    deps = [{"parent_id": ids[p], "child_id": ids[c]} for p, c in edges]  # KeyError: an edge to no job of the batch
+    if deps:
+        session.execute(insert(cast(Table, JobDepRow.__table__)), deps)
+    _insert_status_events(session, [(job_id, None, "submitted") for job_id in ids.values()], JobStatus.PENDING, now)
+    return batch_id, ids
 
 
 _JOBS = cast(Table, JobRow.__table__)  # Core statements: no ORM bookkeeping on the hot path of every job
@@ -209,23 +212,21 @@ def replace_artifact(session: Session, job_id: int, name: str, uri: str, sha256:
 
 def succeeded_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> dict[str, int]:
     """For each fingerprint that some job has succeeded with, the job that did the work (not a cached copy)."""
-    fps = list(set(fingerprints))
-    if not fps:
-        return {}
-    rows = session.execute(
-        select(JobRow.fingerprint, func.min(func.coalesce(JobRow.cached_from, JobRow.id)))
-        .where(JobRow.fingerprint.in_(fps), JobRow.status == JobStatus.SUCCEEDED.value)
-        .group_by(JobRow.fingerprint)
-    )
-    return {fp: job_id for fp, job_id in rows}
+    fps = sorted(set(fingerprints))
+    out: dict[str, int] = {}
+    for chunk in _chunks(fps):  # bound the bind parameters of one statement (SQLite, PostgreSQL both cap them)
+        rows = session.execute(
+            select(JobRow.fingerprint, func.min(func.coalesce(JobRow.cached_from, JobRow.id)))
+            .where(JobRow.fingerprint.in_(chunk), JobRow.status == JobStatus.SUCCEEDED.value)
+            .group_by(JobRow.fingerprint)
+        )
+        out.update({fp: job_id for fp, job_id in rows})
+    return out
 
 
 def copy_results(session: Session, source_id: int, target_id: int) -> None:
     """Give ``target`` the artifacts (same blobs) and metrics of ``source``: used for cache hits."""
-    for a in session.scalars(select(ArtifactRow).where(ArtifactRow.job_id == source_id)):
-        put_artifact(session, target_id, a.name, a.uri, a.sha256, a.bytes, a.media_type, dict(a.meta))
-    for m in session.scalars(select(MetricRow).where(MetricRow.job_id == source_id)):
-        session.add(MetricRow(job_id=target_id, key=m.key, step=m.step, value=m.value, time=m.time))
+    copy_results_many(session, [(source_id, target_id)])
 
 
 _parent = aliased(JobRow)
@@ -265,17 +266,8 @@ def ready_children(session: Session, job_id: int) -> list[int]:
 
 def roots(session: Session, batch_id: int) -> list[int]:
     """Pending jobs of a batch with no unfinished parents (those ready to queue)."""
-    parent = aliased(JobRow)
-    unfinished_parent = (
-        select(JobDepRow.parent_id)
-        .join(parent, parent.id == JobDepRow.parent_id)
-        .where(JobDepRow.child_id == JobRow.id, parent.status != JobStatus.SUCCEEDED.value)
-        .exists()
-    )
     return list(session.scalars(
-        select(JobRow.id)
-        .where(JobRow.batch_id == batch_id, JobRow.status == JobStatus.PENDING.value, ~unfinished_parent)
-        .order_by(JobRow.id)
+        select(JobRow.id).where(*_ready_in_batch(batch_id)).order_by(JobRow.id)
     ))
 
 
@@ -313,3 +305,102 @@ def request_cancel(session: Session, job_ids: Iterable[int], reason: str) -> dic
 
 def is_cancel_requested(session: Session, job_id: int) -> bool:
     return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
+
+
+# -- Bulk writes for submitting a batch: a few statements per thousand jobs, whatever the batch's size. ----------
+
+_CHUNK = 1000  # ids per statement: SQLite and PostgreSQL both cap the bind parameters of one statement
+
+
+def _chunks(items: list[Any], size: int | None = None) -> Iterable[list[Any]]:
+    step = size or _CHUNK
+    for k in range(0, len(items), step):
+        yield items[k:k + step]
+
+
+def _ready_in_batch(batch_id: int) -> list[Any]:
+    """The WHERE clauses of a batch's jobs that are ready to queue: pending, with no parent that has not succeeded."""
+    parent = aliased(JobRow)
+    unfinished_parent = (
+        select(JobDepRow.parent_id)
+        .join(parent, parent.id == JobDepRow.parent_id)
+        .where(JobDepRow.child_id == JobRow.id, parent.status != JobStatus.SUCCEEDED.value)
+        .exists()
+    )
+    return [JobRow.batch_id == batch_id, JobRow.status == JobStatus.PENDING.value, ~unfinished_parent]
+
+
+def _insert_status_events(session: Session, rows: list[tuple[int, int | None, str | None]], status: JobStatus,
+                          time: datetime) -> None:
+    """The status events of many jobs that moved to ``status`` at ``time``: (job id, attempt, message) each."""
+    if rows:
+        session.execute(insert(_EVENTS), [{"job_id": job_id, "time": time, "kind": "status", "status": status.value,
+                                           "message": message, "worker": None, "attempt": attempt}
+                                          for job_id, attempt, message in rows])
+
+
+def queue_roots(session: Session, batch_id: int) -> list[Job]:
+    """Queue the jobs of a batch that are ready (those ``roots`` lists): one guarded ``pending -> queued`` UPDATE
+    ... RETURNING for all of them and one INSERT of their status events, as ``transition`` writes them one by one.
+
+    Returns the jobs it queued (as they are now: ``queued``), in id order.
+    """
+    if not can_move(JobStatus.PENDING, JobStatus.QUEUED):  # pragma: no cover - the status graph allows it
+        raise ValueError("illegal job transition pending -> queued")
+    now = utcnow()
+    rows = sorted(session.execute(
+        update(_JOBS).where(*_ready_in_batch(batch_id)).values(status=JobStatus.QUEUED.value, queued_at=now)
+        .returning(*_JOBS.c)
+    ).all(), key=lambda r: r.id)
+    _insert_status_events(session, [(r.id, r.attempts, None) for r in rows], JobStatus.QUEUED, now)
+    return [from_row(Job, r) for r in rows]
+
+
+def mark_cached(session: Session, sources: Mapping[int, int]) -> list[int]:
+    """Mark pending jobs succeeded as cache hits, ``sources`` giving each job id the job whose results it reuses:
+    guarded ``pending -> succeeded`` UPDATEs ... RETURNING (``cached_from``, progress 1, ``finished_at``), their
+    status events and their sources' results copied, a few statements per thousand jobs. Returns the ids moved
+    (a job no longer pending is left alone), in id order."""
+    from sqlalchemy import case
+
+    if not can_move(JobStatus.PENDING, JobStatus.SUCCEEDED):  # pragma: no cover - the status graph allows it
+        raise ValueError("illegal job transition pending -> succeeded")
+    now = utcnow()
+    moved: list[Any] = []
+    for chunk in _chunks(sorted(sources)):
+        moved += session.execute(
+            update(_JOBS)
+            .where(_JOBS.c.id.in_(chunk), _JOBS.c.status == JobStatus.PENDING.value)
+            .values(status=JobStatus.SUCCEEDED.value, progress=1.0, finished_at=now,
+                    cached_from=case({job_id: sources[job_id] for job_id in chunk}, value=_JOBS.c.id))
+            .returning(_JOBS.c.id, _JOBS.c.attempts)
+        ).all()
+    moved.sort(key=lambda r: r.id)
+    _insert_status_events(session, [(r.id, r.attempts, f"cached: same fingerprint as job {sources[r.id]}")
+                                    for r in moved], JobStatus.SUCCEEDED, now)
+    copy_results_many(session, [(sources[r.id], r.id) for r in moved])
+    return [r.id for r in moved]
+
+
+def copy_results_many(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
+    """``copy_results`` for many (source, target) pairs: the sources' artifacts and metrics read, and written for
+    their targets, in a few statements per thousand jobs."""
+    targets: dict[int, list[int]] = {}
+    for source_id, target_id in pairs:
+        targets.setdefault(source_id, []).append(target_id)
+    now = utcnow()
+    artifacts: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
+    for chunk in _chunks(sorted(targets)):
+        for a in session.execute(select(ArtifactRow.__table__).where(ArtifactRow.job_id.in_(chunk))):
+            artifacts += [{"job_id": t, "name": a.name, "uri": a.uri, "sha256": a.sha256, "bytes": a.bytes,
+                           "media_type": a.media_type, "meta": dict(a.meta or {}), "created_at": now}
+                          for t in targets[a.job_id]]
+        for m in session.execute(select(MetricRow.__table__).where(MetricRow.job_id.in_(chunk))):
+            metrics += [{"job_id": t, "key": m.key, "step": m.step, "value": m.value, "time": m.time}
+                        for t in targets[m.job_id]]
+    for rows in _chunks(artifacts, max(_CHUNK // 2, 1)):  # as put_artifact: one of the same name is replaced
+        _upsert(session, ArtifactRow, rows, ["job_id", "name"],
+                ["uri", "sha256", "bytes", "media_type", "meta", "created_at"])
+    if metrics:
+        session.execute(insert(cast(Table, MetricRow.__table__)), metrics)
