@@ -46,7 +46,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pre-ping (a round trip per checkout): a connection the server dropped fails its statement, SQLAlchemy then
+    # discards the whole pool, and the caller's retry (a worker's outcome write, the reaper's next pass) reconnects.
+    return create_engine(url, **kwargs)
 
 
 _ENGINES: dict[str, Engine] = {}

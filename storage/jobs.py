@@ -3,11 +3,12 @@ so two workers can never both run one job and a redelivered message for a finish
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
@@ -100,36 +101,30 @@ def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], d
     guard = [JobRow.id == job_id, JobRow.status.in_([s.value for s in sources])]
     if attempt is not None:
         guard.append(JobRow.attempts == attempt)
-    row = session.execute(
-        update(_JOBS).where(*guard).values(status=dst.value, **values).returning(*JobRow.__table__.c)
-    ).first()
-    if row is None:
-        return None
-    session.execute(insert(_EVENTS).values(job_id=job_id, time=now, kind="status", status=dst.value,
-                                                     message=message, worker=by, attempt=row.attempts))
+    moved = update(_JOBS).where(*guard).values(status=dst.value, **values).returning(*_JOBS.c)
+    event = {"job_id": job_id, "time": now, "kind": "status", "status": dst.value, "message": message, "worker": by}
+    if session.get_bind().dialect.name == "postgresql":
+        # One round trip: the UPDATE and the event's INSERT in one statement (a data-modifying CTE).
+        moved_cte = moved.cte("moved")
+        logged = insert(_EVENTS).from_select(
+            [*event, "attempt"], select(*(literal(v, _EVENTS.c[k].type) for k, v in event.items()),
+                                        moved_cte.c.attempts)).cte("logged")
+        return session.execute(select(moved_cte).add_cte(logged)).first()
+    row = session.execute(moved).first()
+    if row is not None:
+        session.execute(insert(_EVENTS).values(**event, attempt=row.attempts))
     return row
 
 
 def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu: str | None = None,
           host: str | None = None) -> Job | None:
-    """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued,
-    or if it was retried after a transient error and its ``not_before`` is still ahead (the message came early).
-    """
+    """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued."""
     now = utcnow()
-    row = session.execute(
-        update(_JOBS)
-        .where(JobRow.id == job_id, JobRow.status == JobStatus.QUEUED.value,
-               (JobRow.not_before.is_(None)) | (JobRow.not_before <= now))
-        .values(status=JobStatus.RUNNING.value, worker=worker, host=host, gpu=gpu, attempts=JobRow.attempts + 1,
-                started_at=now, heartbeat_at=now, lease_until=now + timedelta(seconds=lease_seconds),
-                error=None, traceback=None, progress=0.0, not_before=None)
-        .returning(*JobRow.__table__.c)
-    ).first()
-    if row is None:
-        return None
-    session.execute(insert(_EVENTS).values(job_id=job_id, time=now, kind="status", status=JobStatus.RUNNING.value,
-                                           message=f"claimed by {worker}", worker=worker, attempt=row.attempts))
-    return from_row(Job, row)
+    row = _move(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, f"claimed by {worker}", worker, dict(
+        worker=worker, host=host, gpu=gpu, attempts=JobRow.attempts + 1, started_at=now, heartbeat_at=now,
+        lease_until=now + timedelta(seconds=lease_seconds), error=None, traceback=None, progress=0.0,
+        not_before=None))
+    return from_row(Job, row) if row is not None else None
 
 
 def heartbeat(session: Session, job_id: int, attempt: int, lease_seconds: float,
@@ -185,16 +180,23 @@ def put_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str
 
 
 def _upsert(session: Session, model: Any, rows: list[dict[str, Any]], keys: list[str], update_cols: list[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE: one round trip where a delete and an insert took two."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE: one round trip where a delete and an insert took two. The
+    statement is built once per table and dialect and given the rows as parameters (compiled once, cached)."""
+    if rows:
+        stmt = _upsert_statement(session.get_bind().dialect.name, model.__table__, tuple(keys), tuple(update_cols))
+        session.execute(stmt, rows)
+
+
+@functools.lru_cache(maxsize=32)
+def _upsert_statement(dialect: str, table: Table, keys: tuple[str, ...], update_cols: tuple[str, ...]) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
-    dialect = session.get_bind().dialect.name
     dialect_insert: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
     if dialect_insert is None:  # pragma: no cover - the store supports SQLite and PostgreSQL
         raise NotImplementedError(f"no upsert for the {dialect} dialect")
-    stmt = dialect_insert(model.__table__).values(rows)
-    session.execute(stmt.on_conflict_do_update(index_elements=keys,
-                                               set_={c: getattr(stmt.excluded, c) for c in update_cols}))
+    stmt = dialect_insert(table)
+    return stmt.on_conflict_do_update(index_elements=list(keys),
+                                      set_={c: getattr(stmt.excluded, c) for c in update_cols})
 
 
 def replace_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str, size: int, media_type: str,
