@@ -54,7 +54,7 @@ def send_jobs(app: Celery, store: Store, job_ids: Iterable[int]) -> None:
     _send(app, jobs)
 
 
-def _send(app: Celery, jobs: list[Job]) -> None:
+def _send(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
     if not jobs:
         return
     try:
@@ -62,7 +62,7 @@ def _send(app: Celery, jobs: list[Job]) -> None:
             for job in jobs:
                 app.send_task(TASK_NAME, args=[job.id], queue=job.queue, routing_key=job.queue,
                               priority=to_broker_priority(app, job.priority), producer=producer,
-                              **_limits(job))
+                              countdown=countdown, **_limits(job))
     except Exception as e:  # kombu raises many types: OperationalError, ConnectionError, socket errors
         raise BrokerUnavailable(f"cannot send jobs to the broker {app.conf.broker_url}: {e}") from e
 
@@ -149,10 +149,10 @@ def send_loaded(app: Celery, jobs: list[Job]) -> None:
     _send(app, jobs)
 
 
-def _send_or_leave(app: Celery, jobs: list[Job]) -> None:
+def _send_or_leave(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
     """Send after a commit; if the broker is away the jobs stay queued in SQL and the reaper re-sends them."""
     try:
-        _send(app, jobs)
+        _send(app, jobs, countdown)
     except BrokerUnavailable as e:
         log.warning("%s; %d queued jobs will be re-sent by the reaper", e, len(jobs))
 
@@ -199,13 +199,7 @@ def retry_later(store: Store, app: Celery, job: Job, why: str, traceback: str | 
                 error=why, traceback=traceback, lease_until=None, not_before=utcnow() + timedelta(seconds=delay)):
             return "lost"
         again = queries.jobs_by_ids(s, [job.id])
-    try:
-        with app.producer_or_acquire() as producer:
-            for j in again:
-                app.send_task(TASK_NAME, args=[j.id], queue=j.queue, routing_key=j.queue, countdown=delay,
-                              priority=to_broker_priority(app, j.priority), producer=producer)
-    except Exception as e:  # the reaper re-sends it once not_before has passed
-        log.warning("job %s queued for a retry, but its message could not be sent: %s", job.id, e)
+    _send_or_leave(app, again, countdown=delay)  # if it cannot be sent, the reaper re-sends it after not_before
     return JobStatus.QUEUED.value
 
 
