@@ -342,6 +342,11 @@ class KindInfo:
     files: tuple[str, ...] = ()  # params naming input files: their sha256, not their location, is fingerprinted
     expands: bool = False  # a spec entry that expands into jobs of other kinds (``dream``); never a job itself
     generated: bool = False  # made by an expanding entry only, never written in a spec
+    reads_parents: bool | None = None  # its handler reads its parents' results (default: it has inputs)
+
+    @property
+    def reads_results(self) -> bool:
+        return bool(self.inputs) if self.reads_parents is None else self.reads_parents
 
 
 _DREAM_CNN = Input("train", "the cnn whose feature maps the dream raises", models=("cnn",))
@@ -359,7 +364,7 @@ KINDS: dict[str, KindInfo] = {
                         dataset_unless="encode"),
     "dream": KindInfo(DreamParams, "gpu", (_DREAM_CNN,), files=("image",), expands=True),
     "dream_tile": KindInfo(DreamTileConfig, "gpu", (_DREAM_CNN,), files=("image",), generated=True),
-    "dream_merge": KindInfo(DreamMergeConfig, "gpu", generated=True),
+    "dream_merge": KindInfo(DreamMergeConfig, "gpu", generated=True, reads_parents=True),  # its level's tiles
 }
 SPEC_KINDS = tuple(sorted(k for k, info in KINDS.items() if not info.generated))  # what a spec's `kind` may be
 

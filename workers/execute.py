@@ -127,7 +127,8 @@ def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job,
                      current.status.value if current else "no such job")
             return None
         ctx = JobContext(rt.store, rt.settings, job, worker)
-        ctx.read_parents(s)  # in the claiming transaction: one round trip less for jobs that read results
+        if KINDS[job.kind].reads_results:
+            ctx.read_parents(s)  # in the claiming transaction: one transaction less for jobs that read results
     return job, ctx
 
 
