@@ -26,6 +26,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery.exceptions import Reject
+
 from core.config import KINDS
 from core.params import parse_config
 from scheduler import dispatch
@@ -100,7 +102,10 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
     a redelivered message for a running or finished job a no-op.
     """
     gpu = os.environ.get("LATENTFARM_GPU") or None
-    claimed = patiently(rt, lambda: _claim(rt, job_id, worker, gpu), f"job {job_id}: claim")
+    try:
+        claimed = patiently(rt, lambda: _claim(rt, job_id, worker, gpu), f"job {job_id}: claim")
+    except DatabaseUnavailable as e:  # the message goes back to its queue: the job must not wait for the reaper
+        raise Reject(f"job {job_id}: cannot claim it: {e}", requeue=True) from e
     if claimed is None:
         return "skipped"
     job, ctx = claimed

@@ -123,3 +123,6 @@ def test_killed_training_resumes_from_its_checkpoint_on_another_worker(
     assert per_step == [(epoch, 1) for epoch in range(1, EPOCHS + 1)]  # each epoch once
     # one checkpoint kept, not one per epoch: every blob in the store is one an artifact refers to
     assert len(list((tmp_path / "artifacts" / "sha256").glob("*/*"))) == blobs_recorded
+    print(f"chaos figures [train_resume]: 1 job, 1 kill -9 after {killed_after} of {EPOCHS} epochs, resumed after "
+          f"epoch {resumed_at} on {second}, attempts {final.attempts}, epochs recorded once each: {EPOCHS}, "
+          f"lost 0, duplicated 0, {(final.finished_at - final.created_at).total_seconds():.1f} s from submit")
