@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, literal, select, update
+from sqlalchemy import String, Table, any_, bindparam, func, insert, literal, select, update
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow, utcnow
@@ -216,12 +216,19 @@ def succeeded_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> d
     """For each fingerprint that some job has succeeded with, the job that did the work (not a cached copy)."""
     fps = sorted(set(fingerprints))
     out: dict[str, int] = {}
-    for chunk in _chunks(fps):  # bound the bind parameters of one statement (SQLite, PostgreSQL both cap them)
-        rows = session.execute(
-            select(JobRow.fingerprint, func.min(func.coalesce(JobRow.cached_from, JobRow.id)))
-            .where(JobRow.fingerprint.in_(chunk), JobRow.status == JobStatus.SUCCEEDED.value)
-            .group_by(JobRow.fingerprint)
-        )
+    lookup = select(JobRow.fingerprint, func.min(func.coalesce(JobRow.cached_from, JobRow.id))).group_by(
+        JobRow.fingerprint)
+    if session.get_bind().dialect.name == "postgresql":
+        # One array parameter: PostgreSQL hashes it, where a list of 1000 parameters is compared one by one
+        # against every succeeded job (seconds per statement once the table holds a few batches).
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        rows = session.execute(lookup.where(
+            JobRow.fingerprint == any_(bindparam("fps", fps, type_=ARRAY(String(64)))),
+            JobRow.status == JobStatus.SUCCEEDED.value))
+        return {fp: job_id for fp, job_id in rows}
+    for chunk in _chunks(fps):  # bound the bind parameters of one statement (SQLite caps them)
+        rows = session.execute(lookup.where(JobRow.fingerprint.in_(chunk), JobRow.status == JobStatus.SUCCEEDED.value))
         out.update({fp: job_id for fp, job_id in rows})
     return out
 

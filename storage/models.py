@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -72,7 +73,9 @@ class JobRow(Base):
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="ck_jobs_attempts"),
         Index("ix_jobs_fingerprint_status", "fingerprint", "status"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
-        Index("ix_jobs_status_lease", "status", "lease_until"),  # the reaper's scan for expired leases
+        # the reaper's scan for expired leases (see migration 0002 for why it is partial)
+        Index("ix_jobs_running_lease", "lease_until", postgresql_where=text("status = 'running'"),
+              sqlite_where=text("status = 'running'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
