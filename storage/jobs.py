@@ -98,22 +98,48 @@ def _move(session: Session, job_id: int, src: JobStatus | Iterable[JobStatus], d
     }.get(dst)
     if stamp and stamp not in values:
         values[stamp] = now
-    guard = [JobRow.id == job_id, JobRow.status.in_([s.value for s in sources])]
-    if attempt is not None:
-        guard.append(JobRow.attempts == attempt)
-    moved = update(_JOBS).where(*guard).values(status=dst.value, **values).returning(*_JOBS.c)
-    event = {"job_id": job_id, "time": now, "kind": "status", "status": dst.value, "message": message, "worker": by}
-    if session.get_bind().dialect.name == "postgresql":
-        # One round trip: the UPDATE and the event's INSERT in one statement (a data-modifying CTE).
-        moved_cte = moved.cte("moved")
-        logged = insert(_EVENTS).from_select(
-            [*event, "attempt"], select(*(literal(v, _EVENTS.c[k].type) for k, v in event.items()),
-                                        moved_cte.c.attempts)).cte("logged")
-        return session.execute(select(moved_cte).add_cte(logged)).first()
-    row = session.execute(moved).first()
+    increments = tuple(sorted(k for k, v in values.items() if v is INCREMENT))
+    bound = {k: v for k, v in values.items() if v is not INCREMENT}
+    dialect = session.get_bind().dialect.name
+    moved, logged = _move_statements(dialect, tuple(s.value for s in sources), dst.value, tuple(sorted(bound)),
+                                     increments, attempt is not None)
+    params = {"job_id": job_id, "attempt": attempt, "ev_time": now, "ev_message": message, "ev_worker": by,
+              **{f"v_{k}": v for k, v in bound.items()}}
+    if logged is None:  # PostgreSQL: the UPDATE and its event's INSERT are one statement
+        return session.execute(moved, params).first()
+    row = session.execute(moved, params).first()
     if row is not None:
-        session.execute(insert(_EVENTS).values(**event, attempt=row.attempts))
+        session.execute(logged, {**params, "ev_attempt": row.attempts})
     return row
+
+
+INCREMENT = object()  # a value for ``_move``: the column's value plus one (attempts, on a claim)
+
+
+@functools.lru_cache(maxsize=256)
+def _move_statements(dialect: str, sources: tuple[str, ...], dst: str, bound: tuple[str, ...],
+                     increments: tuple[str, ...], guarded: bool) -> tuple[Any, Any]:
+    """A status change's statements, built once per shape (building them costs more than running them): on
+    PostgreSQL one data-modifying CTE (the UPDATE ... RETURNING and the event's INSERT), elsewhere the UPDATE and
+    the INSERT. Parameters: job_id, attempt, ev_time, ev_message, ev_worker (and ev_attempt), v_<column>."""
+    where = [_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(sources)]
+    if guarded:
+        where.append(_JOBS.c.attempts == bindparam("attempt"))
+    values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=_JOBS.c[k].type) for k in bound}
+    values.update({k: _JOBS.c[k] + 1 for k in increments})
+    moved = update(_JOBS).where(*where).values(status=dst, **values).returning(*_JOBS.c)
+    event = {"job_id": bindparam("job_id"), "time": bindparam("ev_time", type_=_EVENTS.c.time.type),
+             "kind": literal("status"), "status": literal(dst),
+             "message": bindparam("ev_message", type_=_EVENTS.c.message.type),
+             "worker": bindparam("ev_worker", type_=_EVENTS.c.worker.type)}
+    if dialect != "postgresql":
+        return moved, insert(_EVENTS).values(**event, attempt=bindparam("ev_attempt"))
+    moved_cte = moved.cte("moved")
+    columns = [*event, "attempt"]
+    logged = insert(_EVENTS).from_select(
+        columns, select(*(v.label(k) if k != "job_id" else moved_cte.c.id for k, v in event.items()),
+                        moved_cte.c.attempts)).cte("logged")
+    return select(moved_cte).add_cte(logged), None
 
 
 def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu: str | None = None,
@@ -121,7 +147,7 @@ def claim(session: Session, job_id: int, worker: str, lease_seconds: float, gpu:
     """Take a queued job for ``worker``: ``queued -> running``, one more attempt, a lease. None if not queued."""
     now = utcnow()
     row = _move(session, job_id, JobStatus.QUEUED, JobStatus.RUNNING, f"claimed by {worker}", worker, dict(
-        worker=worker, host=host, gpu=gpu, attempts=JobRow.attempts + 1, started_at=now, heartbeat_at=now,
+        worker=worker, host=host, gpu=gpu, attempts=INCREMENT, started_at=now, heartbeat_at=now,
         lease_until=now + timedelta(seconds=lease_seconds), error=None, traceback=None, progress=0.0,
         not_before=None))
     return from_row(Job, row) if row is not None else None
