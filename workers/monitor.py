@@ -79,6 +79,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        self._wake_at = 0.0  # when the thread wakes next (monotonic), unless notified sooner
 
     def add(self, watch: Watch) -> None:
         with self._lock:
@@ -86,7 +87,8 @@ class Monitor:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="latentfarm-leases", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            elif _first_deadline(watch) < self._wake_at:  # else no wake-up: a short job costs no thread switch
+                self._wake.notify()
 
     def remove(self, watch: Watch) -> None:
         with self._lock:
@@ -96,10 +98,7 @@ class Monitor:
         now = time.monotonic()
         due, wait = [], MAX_BEAT
         for w in self._watches:
-            deadlines = [w.next_beat]
-            if w.timeout is not None and not w.hard_limited:
-                deadlines.append(w.started + w.timeout + hard_grace(w.timeout))
-            first = min(deadlines)
+            first = _first_deadline(w)
             if first <= now:
                 due.append(w)
             else:
@@ -111,7 +110,9 @@ class Monitor:
             with self._lock:
                 due, wait = self._due()
                 if not due:
+                    self._wake_at = time.monotonic() + wait
                     self._wake.wait(wait)
+                    self._wake_at = 0.0
                     continue
             for w in due:
                 self._serve(w)
@@ -134,6 +135,13 @@ class Monitor:
             except Exception as e:  # the database is away: try again next time; the lease may run out
                 w.next_beat = time.monotonic() + beat_interval(w.lease_seconds)
                 log.warning("job %s: lease renewal failed (%s); retrying", w.job_id, e)
+
+
+def _first_deadline(w: Watch) -> float:
+    """When the monitor must next act for ``w``: renew its lease, or enforce its hard time limit."""
+    if w.timeout is not None and not w.hard_limited:
+        return min(w.next_beat, w.started + w.timeout + hard_grace(w.timeout))
+    return w.next_beat
 
 
 _monitor: Monitor | None = None
