@@ -112,8 +112,8 @@ def test_killed_training_resumes_from_its_checkpoint_on_another_worker(
     resumed_at = int(resumed[0].rsplit(" ", 1)[1])  # "... from its checkpoint after epoch N"
     assert killed_after <= resumed_at < EPOCHS
     # the second attempt trained only the remaining epochs
-    second = [e.message for e in events if e.kind == "progress" and e.attempt == 2 and e.message.startswith("epoch")]
-    assert [int(m.split()[1].split("/")[0]) for m in second] == list(range(resumed_at + 1, EPOCHS + 1))
+    trained = [e.message for e in events if e.kind == "progress" and e.attempt == 2 and e.message.startswith("epoch")]
+    assert [int(m.split()[1].split("/")[0]) for m in trained] == list(range(resumed_at + 1, EPOCHS + 1))
     with cp.store.engine.connect() as c:
         per_step = c.execute(text("SELECT step, count(*) FROM metrics WHERE job_id = :j AND key = 'loss' "
                                   "GROUP BY step ORDER BY step"), {"j": job_id}).all()
