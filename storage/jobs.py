@@ -338,10 +338,6 @@ def request_cancel(session: Session, job_ids: Iterable[int], reason: str) -> dic
     return out
 
 
-def is_cancel_requested(session: Session, job_id: int) -> bool:
-    return bool(session.scalar(select(JobRow.cancel_requested).where(JobRow.id == job_id)))
-
-
 # -- Bulk writes for submitting a batch: a few statements per thousand jobs, whatever the batch's size. ----------
 
 _CHUNK = 1000  # ids per statement: SQLite and PostgreSQL both cap the bind parameters of one statement
