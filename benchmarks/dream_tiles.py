@@ -33,8 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from benchmarks.services import pg_schema  # noqa: E402
 from scheduler.embedded import in_process_worker  # noqa: E402
 from scheduler.progress import follow  # noqa: E402
 from scheduler.service import ControlPlane  # noqa: E402
@@ -66,7 +65,6 @@ CNN = {"model": "cnn", "dataset": "digits", "epochs": 2, "seed": 0}
 REDIS_HOST = os.environ.get("LATENTFARM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LATENTFARM_TEST_REDIS_PORT", "6379"))
 REDIS_DB = int(os.environ.get("LATENTFARM_TEST_REDIS_DB", "13"))
-PG_URL = os.environ.get("LATENTFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def dream_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -202,25 +200,6 @@ def max_diff(farm: dict, reference: dict) -> float:
 
 
 # -- Redis + PostgreSQL ----------------------------------------------------------------------------------------
-
-@contextmanager
-def pg_schema():  # type: ignore[no-untyped-def]
-    import sqlalchemy as sa
-
-    schema = "lf_bench_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-    finally:
-        from storage.db import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as c:
-            c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def start_workers(n: int, env: dict[str, str], tmp: Path) -> list[subprocess.Popen[bytes]]:

@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -55,10 +54,11 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.services import pg_schema  # noqa: E402
+
 REDIS_HOST = os.environ.get("LATENTFARM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LATENTFARM_TEST_REDIS_PORT", "6379"))
 REDIS_DB = int(os.environ.get("LATENTFARM_BENCH_REDIS_DB", "12"))
-PG_URL = os.environ.get("LATENTFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BROKER = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
 BARE_TASK = "bench.bare_noop"
 WARMUP = 10  # jobs each worker runs before its timed round
@@ -109,27 +109,6 @@ def redis_client() -> Any:
     import redis
 
     return redis.Redis.from_url(BROKER)
-
-
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    """A database URL whose search_path is a fresh schema, dropped afterwards (as tests/services.py does)."""
-    import sqlalchemy as sa
-
-    schema = "lf_bench_" + uuid.uuid4().hex[:8]
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield sa.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-    finally:
-        from storage.db import dispose_engines
-
-        dispose_engines()
-        with admin.connect() as c:
-            c.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
 
 
 def open_plane(db_url: str, work: Path) -> Any:
