@@ -7,9 +7,13 @@ exit code 2; a service error (database or broker down) is one line and exit code
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -246,6 +250,101 @@ def metrics(jobs: tuple[int, ...], batch: int | None, key: str | None, as_json: 
             queries.require_job(s, i)
         found = queries.job_metrics(s, ids, key)
     click.echo(dumps(found) if as_json else _metrics_table(found))
+
+
+@cli.command()
+@click.argument("batch", type=int)
+@click.option("--metric", required=True, help="The metric to compare, e.g. val_loss (its last epoch's value).")
+@click.option("--by", "by", required=True, help="The parameter whose values are compared, e.g. z_dim.")
+@click.option("--higher-is-better", is_flag=True, help="For accuracies and the like: the best is the largest.")
+@click.option("--json", "as_json", is_flag=True)
+@_errors
+def compare(batch: int, metric: str, by: str, higher_is_better: bool, as_json: bool) -> None:
+    """The final METRIC of BATCH's jobs per value of the parameter BY: one row per value (best, mean, worst)."""
+    cp = _open()
+    with cp.store.session() as s:
+        queries.get_batch(s, batch)
+        jobs = [j for j in queries.list_jobs(s, batch_id=batch) if by in j.params]
+        if not jobs:
+            raise UserError(f"no job of batch {batch} has a parameter {by!r}")
+        metrics = queries.job_metrics(s, [j.id for j in jobs])
+    final: dict[int, tuple[int, float]] = {}  # job -> (step, value) at its last step: the final epoch
+    for m in metrics:
+        if m.key == metric and (m.job_id not in final or m.step > final[m.job_id][0]):
+            final[m.job_id] = (m.step, m.value)
+    if not final:
+        known = ", ".join(sorted({m.key for m in metrics})) or "none yet"
+        raise UserError(f"no job of batch {batch} with a parameter {by!r} has the metric {metric!r} "
+                        f"(metrics there: {known})")
+    groups: dict[str, list[tuple[float, Any]]] = {}
+    for j in jobs:
+        if j.id in final:
+            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id][1], j))
+    pick = max if higher_is_better else min
+    rows = []
+    for value in sorted(groups, key=_natural):
+        scores = [v for v, _ in groups[value]]
+        best_value, best_job = pick(groups[value], key=lambda vj: vj[0])
+        rows.append({by: json.loads(value), "jobs": len(scores), "best": best_value,
+                     "mean": sum(scores) / len(scores), "worst": (min if higher_is_better else max)(scores),
+                     "best_job": best_job.id, "best_name": best_job.name})
+    if as_json:
+        click.echo(dumps({"batch": batch, "metric": metric, "by": by, "higher_is_better": higher_is_better,
+                          "rows": rows}))
+        return
+    winner = pick(rows, key=lambda r: r["best"])
+    click.echo(table([by, "jobs", f"best {metric}", "mean", "worst", "best job"],
+                     [(("* " if r is winner else "  ") + json.dumps(r[by]), r["jobs"], r["best"], r["mean"],
+                       r["worst"], f"{r['best_job']} {r['best_name']}") for r in rows]))
+
+
+def _natural(value: str) -> tuple[int, Any]:
+    """Numbers in numeric order, then everything else as text."""
+    parsed = json.loads(value)
+    if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        return (0, parsed)
+    return (1, value)
+
+
+@cli.command()
+@click.argument("job", type=int)
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_errors
+def export(job: int, directory: Path) -> None:
+    """Copy JOB's artifacts into DIRECTORY (each checked against its sha256), with job.json: its record and metrics.
+
+    Written whole or not at all: a missing or corrupt blob leaves DIRECTORY as it was."""
+    cp = _open()
+    with cp.store.session() as s:
+        record = queries.require_job(s, job)
+        artifacts = queries.job_artifacts(s, job)
+        metrics = queries.job_metrics(s, [job])
+    if not artifacts:
+        raise UserError(f"job {job} ({record.status.value}) has no artifacts")
+    clash = [a.name for a in artifacts if (directory / a.name).exists()] + (
+        ["job.json"] if (directory / "job.json").exists() else [])
+    if clash:
+        raise UserError(f"{directory} already has {', '.join(clash)}: export into an empty directory")
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=directory))
+    try:
+        for a in artifacts:
+            (staging / a.name).parent.mkdir(parents=True, exist_ok=True)
+            cp.store.artifacts.copy_out(a.uri, a.sha256, staging / a.name)
+        (staging / "job.json").write_text(dumps({"job": record, "metrics": metrics, "artifacts": artifacts}) + "\n")
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                target = directory / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.replace(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    click.echo(f"job {job}: {len(artifacts)} artifacts and job.json exported to {directory}")
 
 
 @cli.command()

@@ -72,6 +72,23 @@ class ArtifactStore:
             raise ArtifactCorrupt(f"artifact blob {path} does not match its sha256 {sha256}")
         return data
 
+    def copy_out(self, uri: str, sha256: str, dest: Path) -> None:
+        """Copy a blob to ``dest`` (written whole or not at all), checking it against its sha256 on the way."""
+        src = self.path_of(uri)
+        if not src.is_file():
+            raise NotFound(f"artifact blob missing: {src}")
+        h = hashlib.sha256()
+
+        def copy(out: BinaryIO) -> None:
+            with open(src, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+                    out.write(block)
+            if h.hexdigest() != sha256:
+                raise ArtifactCorrupt(f"artifact blob {src} does not match its sha256 {sha256}")
+
+        self._write_atomically(dest, copy)
+
     def delete(self, uri: str) -> None:
         """Remove a blob that no artifact refers to any more (missing is fine)."""
         self.path_of(uri).unlink(missing_ok=True)

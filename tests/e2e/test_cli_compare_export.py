@@ -1,0 +1,77 @@
+"""``latentfarm compare`` and ``latentfarm export`` on the embedded default, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.cli import run, run_json
+
+pytestmark = pytest.mark.timeout(300)
+
+SPEC = {"batch": "grid", "jobs": [
+    {"name": "n", "kind": "noop", "sweep": {"value": [3, 1, 2], "seconds": [0, 0.01]}},
+]}
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cwd = tmp_path_factory.mktemp("farm")
+    (cwd / "grid.yaml").write_text(yaml.safe_dump(SPEC))
+    run(["submit", "grid.yaml"], cwd)
+    return cwd
+
+
+def test_compare_per_parameter_value(farm: Path) -> None:
+    out = run_json(["compare", "1", "--metric", "value", "--by", "seconds"], farm)
+    assert [(r["seconds"], r["jobs"], r["best"], r["mean"], r["worst"]) for r in out["rows"]] == [
+        (0, 3, 1.0, 2.0, 3.0), (0.01, 3, 1.0, 2.0, 3.0)]
+    best = run_json(["compare", "1", "--metric", "value", "--by", "value", "--higher-is-better"], farm)
+    assert [(r["value"], r["jobs"], r["best"]) for r in best["rows"]] == [(1, 2, 1.0), (2, 2, 2.0), (3, 2, 3.0)]
+    assert all(r["best_name"].endswith(f"value={r['value']:g}]") for r in best["rows"])
+    shown = run(["compare", "1", "--metric", "value", "--by", "value"], farm).stdout
+    lines = shown.splitlines()
+    assert "BEST VALUE" in lines[0].upper() and lines[1].startswith("* 1")  # the best row is marked
+
+
+@pytest.mark.parametrize("args,message", [
+    (["compare", "1", "--metric", "value", "--by", "z_dim"], "error: no job of batch 1 has a parameter 'z_dim'"),
+    (["compare", "1", "--metric", "loss", "--by", "value"],
+     "error: no job of batch 1 with a parameter 'value' has the metric 'loss' (metrics there: value)"),
+    (["compare", "9", "--metric", "value", "--by", "value"], "error: no batch 9"),
+    (["export", "99", "out"], "error: no job 99"),
+])
+def test_bad_queries_are_one_line_and_exit_2(farm: Path, args: list[str], message: str) -> None:
+    proc = run(args, farm, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == message
+
+
+def test_export_copies_the_artifacts_checked_with_job_json(farm: Path) -> None:
+    jobs = run_json(["jobs", "--batch", "1"], farm)
+    job = next(j for j in jobs if j["name"] == "n[seconds=0.01,value=2]")
+    out = farm / "export-ok"
+    assert "1 artifacts and job.json exported" in run(["export", str(job["id"]), str(out)], farm).stdout
+    assert json.loads((out / "out.json").read_text()) == {"job": "n[seconds=0.01,value=2]", "value": 2.0}
+    record = json.loads((out / "job.json").read_text())
+    assert record["job"]["id"] == job["id"] and [(m["key"], m["value"]) for m in record["metrics"]] == [("value", 2.0)]
+    assert sorted(p.name for p in out.iterdir()) == ["job.json", "out.json"]  # no staging left behind
+    again = run(["export", str(job["id"]), str(out)], farm, check=False)
+    assert again.returncode == 2 and "already has out.json, job.json" in again.stderr
+
+
+def test_export_of_a_corrupt_blob_writes_nothing(farm: Path) -> None:
+    jobs = run_json(["jobs", "--batch", "1"], farm)
+    job = next(j for j in jobs if j["name"] == "n[seconds=0,value=3]")
+    shown = run_json(["show", str(job["id"])], farm)
+    blob = farm / "latentfarm-artifacts" / shown["artifacts"][0]["uri"]
+    good = blob.read_bytes()
+    try:
+        blob.write_bytes(b"tampered")
+        proc = run(["export", str(job["id"]), str(farm / "export-bad")], farm, check=False)
+    finally:
+        blob.write_bytes(good)
+    assert proc.returncode == 1 and "does not match its sha256" in proc.stderr
+    assert not (farm / "export-bad").exists()
