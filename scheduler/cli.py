@@ -6,7 +6,9 @@ exit code 2; a service error (database or broker down) is one line and exit code
 
 from __future__ import annotations
 
+import csv
 import functools
+import io
 import json
 import os
 import shutil
@@ -21,7 +23,7 @@ import click
 from scheduler import dispatch
 from scheduler.demo import run_demo
 from scheduler.errors import LatentfarmError, UserError
-from scheduler.render import ago, dumps, duration, table
+from scheduler.render import ago, dumps, duration, table, to_jsonable
 from scheduler.service import ControlPlane
 from scheduler.settings import Settings
 from storage import migrate, queries
@@ -140,10 +142,13 @@ def _print_batch(cp: ControlPlane, batch_id: int) -> None:
             click.echo(f"job {j.id} {j.name} failed: {j.error}  (latentfarm show {j.id})")
 
 
-def _jobs_table(jobs: list[Any]) -> str:
+def _jobs_table(jobs: list[Any], metrics: dict[str, dict[int, float | None]] | None = None) -> str:
+    """A row per job; ``metrics``: extra columns, a value per job id."""
+    extra = metrics or {}
     rows = [(j.id, j.batch_id, j.name, j.kind, j.status.value + (" (cached)" if j.cached_from else ""),
-             f"{j.progress:.0%}", j.attempts, duration(j.started_at, j.finished_at), j.worker) for j in jobs]
-    return table(["job", "batch", "name", "kind", "status", "progress", "tries", "time", "worker"], rows)
+             f"{j.progress:.0%}", j.attempts, duration(j.started_at, j.finished_at), j.worker,
+             *[extra[k].get(j.id) for k in extra]) for j in jobs]
+    return table(["job", "batch", "name", "kind", "status", "progress", "tries", "time", "worker", *extra], rows)
 
 
 def _since(value: str | None) -> datetime | None:
@@ -165,16 +170,48 @@ def _since(value: str | None) -> datetime | None:
 @click.option("--kind", help="Only jobs of this kind.")
 @click.option("--status", "status_", type=click.Choice(STATUSES), help="Only jobs in this status.")
 @click.option("--since", help="Only jobs created since: 30m, 2h, 1d or an ISO date.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Only jobs with this parameter value, e.g. z_dim=16 (repeatable).")
+@click.option("--where", "where", multiple=True, metavar="METRIC<NUMBER",
+              help="Only jobs whose final metric passes, e.g. 'test_loss<0.1' (< <= > >= = !=; repeatable).")
+@click.option("--sort", "sort_key", metavar="METRIC", help="Order by this final metric (smallest first).")
+@click.option("--desc", is_flag=True, help="With --sort: largest first.")
 @click.option("--limit", type=int, default=None, help="At most this many jobs.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: a row per job, with the metrics filtered or sorted on.")
 @_errors
-def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | None, limit: int | None,
-         as_json: bool) -> None:
-    """List jobs, filtered."""
+def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | None, params: tuple[str, ...],
+         where: tuple[str, ...], sort_key: str | None, desc: bool, limit: int | None, as_json: bool,
+         as_csv: bool) -> None:
+    """List jobs, filtered by batch, kind, status, parameter values and final metrics; sorted by a metric."""
+    from scheduler.filters import MetricFilter, ParamFilter, final_metrics, select_jobs
+
+    param_filters = [ParamFilter.parse(p) for p in params]
+    metric_filters = [MetricFilter.parse(w) for w in where]
+    keys = list(dict.fromkeys([m.key for m in metric_filters] + ([sort_key] if sort_key else [])))
     cp = _open()
     with cp.store.session() as s:
-        found = queries.list_jobs(s, batch_id=batch, kind=kind, status=status_, since=_since(since), limit=limit)
-    click.echo(dumps(found) if as_json else _jobs_table(found))
+        found = queries.list_jobs(s, batch_id=batch, kind=kind, status=status_, since=_since(since),
+                                  limit=None if (param_filters or keys) else limit)
+        finals = final_metrics(queries.job_metrics(s, [j.id for j in found])) if keys and found else {}
+    found = select_jobs(found, finals, param_filters, metric_filters, sort_key, desc)[:limit]
+    if as_json:
+        click.echo(dumps([{**to_jsonable(j), "metrics": {k: finals.get(j.id, {}).get(k) for k in keys}}
+                          for j in found] if keys else found))
+    elif as_csv:
+        names = [p.name for p in param_filters]
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["job", "batch", "name", "kind", "status", "attempts", "worker", "started_at", "finished_at",
+                    *names, *keys])
+        for j in found:
+            w.writerow([j.id, j.batch_id, j.name, j.kind, j.status.value, j.attempts, j.worker or "",
+                        j.started_at.isoformat() if j.started_at else "",
+                        j.finished_at.isoformat() if j.finished_at else "",
+                        *[j.params.get(n) for n in names], *[finals.get(j.id, {}).get(k, "") for k in keys]])
+        click.echo(out.getvalue(), nl=False)
+    else:
+        click.echo(_jobs_table(found, {k: {j.id: finals.get(j.id, {}).get(k) for j in found} for k in keys}))
 
 
 @cli.command()
@@ -268,10 +305,9 @@ def compare(batch: int, metric: str, by: str, higher_is_better: bool, as_json: b
         if not jobs:
             raise UserError(f"no job of batch {batch} has a parameter {by!r}")
         metrics = queries.job_metrics(s, [j.id for j in jobs])
-    final: dict[int, tuple[int, float]] = {}  # job -> (step, value) at its last step: the final epoch
-    for m in metrics:
-        if m.key == metric and (m.job_id not in final or m.step > final[m.job_id][0]):
-            final[m.job_id] = (m.step, m.value)
+    from scheduler.filters import final_metrics
+
+    final = {job_id: values[metric] for job_id, values in final_metrics(metrics).items() if metric in values}
     if not final:
         known = ", ".join(sorted({m.key for m in metrics})) or "none yet"
         raise UserError(f"no job of batch {batch} with a parameter {by!r} has the metric {metric!r} "
@@ -279,7 +315,7 @@ def compare(batch: int, metric: str, by: str, higher_is_better: bool, as_json: b
     groups: dict[str, list[tuple[float, Any]]] = {}
     for j in jobs:
         if j.id in final:
-            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id][1], j))
+            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id], j))
     pick = max if higher_is_better else min
     rows = []
     for value in sorted(groups, key=_natural):

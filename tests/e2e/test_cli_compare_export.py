@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -37,7 +39,25 @@ def test_compare_per_parameter_value(farm: Path) -> None:
     assert "BEST VALUE" in lines[0].upper() and lines[1].startswith("* 1")  # the best row is marked
 
 
+def test_jobs_filtered_by_param_and_metric_sorted_as_csv(farm: Path) -> None:
+    found = run_json(["jobs", "--batch", "1", "--param", "seconds=0.01", "--where", "value>=2", "--sort", "value",
+                      "--desc"], farm)
+    assert [(j["name"], j["metrics"]["value"]) for j in found] == [("n[seconds=0.01,value=3]", 3.0),
+                                                                   ("n[seconds=0.01,value=2]", 2.0)]
+    rows = run(["jobs", "--batch", "1", "--param", "seconds=0", "--sort", "value", "--csv"], farm).stdout
+    header, *lines = list(csv.reader(io.StringIO(rows)))
+    assert header == ["job", "batch", "name", "kind", "status", "attempts", "worker", "started_at", "finished_at",
+                      "seconds", "value"]
+    assert [line[2] for line in lines] == ["n[seconds=0,value=1]", "n[seconds=0,value=2]", "n[seconds=0,value=3]"]
+    assert [(line[-2], line[-1]) for line in lines] == [("0.0", "1.0"), ("0.0", "2.0"), ("0.0", "3.0")]
+    table = run(["jobs", "--batch", "1", "--where", "value<2"], farm).stdout.splitlines()
+    assert table[0].split()[-1] == "VALUE" and len(table) == 3
+
+
 @pytest.mark.parametrize("args,message", [
+    (["jobs", "--where", "value~2"], "error: --where: expected METRIC OP NUMBER with OP one of < <= > >= = !=, "
+                                     "e.g. 'test_loss<0.1', got 'value~2'"),
+    (["jobs", "--param", "seconds"], "error: --param: expected NAME=VALUE, e.g. z_dim=16, got 'seconds'"),
     (["compare", "1", "--metric", "value", "--by", "z_dim"], "error: no job of batch 1 has a parameter 'z_dim'"),
     (["compare", "1", "--metric", "loss", "--by", "value"],
      "error: no job of batch 1 with a parameter 'value' has the metric 'loss' (metrics there: value)"),
