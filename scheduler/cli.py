@@ -200,16 +200,13 @@ def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | 
                           for j in found] if keys else found))
     elif as_csv:
         names = [p.name for p in param_filters]
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["job", "batch", "name", "kind", "status", "attempts", "worker", "started_at", "finished_at",
-                    *names, *keys])
-        for j in found:
-            w.writerow([j.id, j.batch_id, j.name, j.kind, j.status.value, j.attempts, j.worker or "",
-                        j.started_at.isoformat() if j.started_at else "",
-                        j.finished_at.isoformat() if j.finished_at else "",
-                        *[j.params.get(n) for n in names], *[finals.get(j.id, {}).get(k, "") for k in keys]])
-        click.echo(out.getvalue(), nl=False)
+        click.echo(_csv(
+            ["job", "batch", "name", "kind", "status", "attempts", "worker", "started_at", "finished_at", *names,
+             *keys],
+            [[j.id, j.batch_id, j.name, j.kind, j.status.value, j.attempts, j.worker or "",
+              j.started_at.isoformat() if j.started_at else "", j.finished_at.isoformat() if j.finished_at else "",
+              *[j.params.get(n) for n in names], *[finals.get(j.id, {}).get(k, "") for k in keys]] for j in found]),
+            nl=False)
     else:
         click.echo(_jobs_table(found, {k: {j.id: finals.get(j.id, {}).get(k) for j in found} for k in keys}))
 
@@ -273,20 +270,66 @@ def _metrics_table(metrics: list[Any], indent: str = "") -> str:
 @click.option("--batch", type=int, help="All jobs of this batch.")
 @click.option("--key", help="Only this metric.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: job, key, step, value, time.")
 @_errors
-def metrics(jobs: tuple[int, ...], batch: int | None, key: str | None, as_json: bool) -> None:
+def metrics(jobs: tuple[int, ...], batch: int | None, key: str | None, as_json: bool, as_csv: bool) -> None:
     """Metrics of JOBS (or of a --batch): one row per job and step (epoch)."""
     cp = _open()
     with cp.store.session() as s:
-        ids = list(jobs)
-        if batch is not None:
-            ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
-        if not ids:
-            raise UserError("name one or more jobs, or --batch")
-        for i in jobs:
-            queries.require_job(s, i)
+        ids = _job_ids(s, jobs, batch)
         found = queries.job_metrics(s, ids, key)
+    if as_csv:
+        click.echo(_csv(["job", "key", "step", "value", "time"],
+                        [(m.job_id, m.key, m.step, m.value, m.time.isoformat()) for m in found]), nl=False)
+        return
     click.echo(dumps(found) if as_json else _metrics_table(found))
+
+
+@cli.command()
+@click.argument("jobs", type=int, nargs=-1)
+@click.option("--batch", type=int, help="All jobs of this batch.")
+@click.option("--name", help="Only artifacts of this name, e.g. samples.png.")
+@click.option("--type", "media_type", help="Only artifacts of this media type, e.g. image/png.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: job, name, media type, bytes, sha256, path.")
+@_errors
+def artifacts(jobs: tuple[int, ...], batch: int | None, name: str | None, media_type: str | None, as_json: bool,
+              as_csv: bool) -> None:
+    """Artifacts of JOBS (or of a --batch), with their files in the artifact store."""
+    cp = _open()
+    with cp.store.session() as s:
+        found = [a for a in queries.artifacts_of(s, _job_ids(s, jobs, batch))
+                 if (name is None or a.name == name) and (media_type is None or a.media_type == media_type)]
+    rows = [(a.job_id, a.name, a.media_type, a.bytes, a.sha256, str(cp.store.artifacts.path_of(a.uri)))
+            for a in found]
+    if as_json:
+        click.echo(dumps([{**to_jsonable(a), "path": row[-1]} for a, row in zip(found, rows, strict=True)]))
+    elif as_csv:
+        click.echo(_csv(["job", "name", "media_type", "bytes", "sha256", "path"], rows), nl=False)
+    else:
+        click.echo(table(["job", "name", "type", "bytes", "sha256", "path"],
+                         [(*r[:4], r[4][:12], r[5]) for r in rows]))
+
+
+def _job_ids(s: Any, jobs: tuple[int, ...], batch: int | None) -> list[int]:
+    """The jobs named (each must exist) plus those of ``batch``."""
+    ids = list(jobs)
+    if batch is not None:
+        queries.get_batch(s, batch)
+        ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
+    if not ids:
+        raise UserError("name one or more jobs, or --batch")
+    for i in jobs:
+        queries.require_job(s, i)
+    return ids
+
+
+def _csv(header: list[str], rows: list[Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 @cli.command()

@@ -54,7 +54,23 @@ def test_jobs_filtered_by_param_and_metric_sorted_as_csv(farm: Path) -> None:
     assert table[0].split()[-1] == "VALUE" and len(table) == 3
 
 
+def test_metrics_and_artifacts_as_csv_and_json(farm: Path) -> None:
+    header, *rows = list(csv.reader(io.StringIO(run(["metrics", "--batch", "1", "--csv"], farm).stdout)))
+    assert header == ["job", "key", "step", "value", "time"]
+    assert sorted((int(r[0]), r[1], r[2], r[3]) for r in rows)[:2] == [(1, "value", "0", "3.0"),
+                                                                       (2, "value", "0", "1.0")]
+    assert len(rows) == 6
+    found = run_json(["artifacts", "--batch", "1", "--name", "out.json"], farm)
+    assert len(found) == 6 and all(a["media_type"] == "application/json" for a in found)
+    assert all(json.loads(Path(a["path"]).read_text())["value"] in (1.0, 2.0, 3.0) for a in found)
+    assert run_json(["artifacts", "1", "--type", "image/png"], farm) == []
+    header, *rows = list(csv.reader(io.StringIO(run(["artifacts", "2", "--csv"], farm).stdout)))
+    assert header == ["job", "name", "media_type", "bytes", "sha256", "path"] and [r[1] for r in rows] == ["out.json"]
+
+
 @pytest.mark.parametrize("args,message", [
+    (["artifacts"], "error: name one or more jobs, or --batch"),
+    (["artifacts", "--batch", "7"], "error: no batch 7"),
     (["jobs", "--where", "value~2"], "error: --where: expected METRIC OP NUMBER with OP one of < <= > >= = !=, "
                                      "e.g. 'test_loss<0.1', got 'value~2'"),
     (["jobs", "--param", "seconds"], "error: --param: expected NAME=VALUE, e.g. z_dim=16, got 'seconds'"),
