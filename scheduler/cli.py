@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,20 +151,6 @@ def _jobs_table(jobs: list[Any], metrics: dict[str, dict[int, float | None]] | N
     return table(["job", "batch", "name", "kind", "status", "progress", "tries", "time", "worker", *extra], rows)
 
 
-def _since(value: str | None) -> datetime | None:
-    """``30m``, ``2h``, ``1d`` ago, or an ISO date."""
-    if value is None:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if value[-1:] in units and value[:-1].isdigit():
-        return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError as e:
-        raise UserError(f"--since: expected e.g. 30m, 2h, 1d or an ISO date, got {value!r}") from e
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
 @cli.command()
 @click.option("--batch", type=int, help="Only jobs of this batch.")
 @click.option("--kind", help="Only jobs of this kind.")
@@ -184,17 +170,14 @@ def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | 
          where: tuple[str, ...], sort_key: str | None, desc: bool, limit: int | None, as_json: bool,
          as_csv: bool) -> None:
     """List jobs, filtered by batch, kind, status, parameter values and final metrics; sorted by a metric."""
-    from scheduler.filters import MetricFilter, ParamFilter, final_metrics, select_jobs
+    from scheduler.filters import JobQuery, MetricFilter, ParamFilter, parse_since
 
-    param_filters = [ParamFilter.parse(p) for p in params]
-    metric_filters = [MetricFilter.parse(w) for w in where]
-    keys = list(dict.fromkeys([m.key for m in metric_filters] + ([sort_key] if sort_key else [])))
+    query = JobQuery(batch, kind, status_, parse_since(since), [ParamFilter.parse(p) for p in params],
+                     [MetricFilter.parse(w) for w in where], sort_key, desc)
+    param_filters, keys = query.params, query.keys
     cp = _open()
     with cp.store.session() as s:
-        found = queries.list_jobs(s, batch_id=batch, kind=kind, status=status_, since=_since(since),
-                                  limit=None if (param_filters or keys) else limit)
-        finals = final_metrics(queries.job_metrics(s, [j.id for j in found])) if keys and found else {}
-    found = select_jobs(found, finals, param_filters, metric_filters, sort_key, desc)[:limit]
+        found, finals, _ = query.run(s, limit)
     if as_json:
         click.echo(dumps([{**to_jsonable(j), "metrics": {k: finals.get(j.id, {}).get(k) for k in keys}}
                           for j in found] if keys else found))
@@ -341,48 +324,19 @@ def _csv(header: list[str], rows: list[Any]) -> str:
 @_errors
 def compare(batch: int, metric: str, by: str, higher_is_better: bool, as_json: bool) -> None:
     """The final METRIC of BATCH's jobs per value of the parameter BY: one row per value (best, mean, worst)."""
+    from scheduler.filters import compare as compare_batch
+
     cp = _open()
     with cp.store.session() as s:
-        queries.get_batch(s, batch)
-        jobs = [j for j in queries.list_jobs(s, batch_id=batch) if by in j.params]
-        if not jobs:
-            raise UserError(f"no job of batch {batch} has a parameter {by!r}")
-        metrics = queries.job_metrics(s, [j.id for j in jobs])
-    from scheduler.filters import final_metrics
-
-    final = {job_id: values[metric] for job_id, values in final_metrics(metrics).items() if metric in values}
-    if not final:
-        known = ", ".join(sorted({m.key for m in metrics})) or "none yet"
-        raise UserError(f"no job of batch {batch} with a parameter {by!r} has the metric {metric!r} "
-                        f"(metrics there: {known})")
-    groups: dict[str, list[tuple[float, Any]]] = {}
-    for j in jobs:
-        if j.id in final:
-            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id], j))
-    pick = max if higher_is_better else min
-    rows = []
-    for value in sorted(groups, key=_natural):
-        scores = [v for v, _ in groups[value]]
-        best_value, best_job = pick(groups[value], key=lambda vj: vj[0])
-        rows.append({by: json.loads(value), "jobs": len(scores), "best": best_value,
-                     "mean": sum(scores) / len(scores), "worst": (min if higher_is_better else max)(scores),
-                     "best_job": best_job.id, "best_name": best_job.name})
+        result = compare_batch(s, batch, metric, by, higher_is_better)
     if as_json:
-        click.echo(dumps({"batch": batch, "metric": metric, "by": by, "higher_is_better": higher_is_better,
-                          "rows": rows}))
+        result.pop("best")
+        click.echo(dumps(result))
         return
-    winner = pick(rows, key=lambda r: r["best"])
+    rows = result["rows"]
     click.echo(table([by, "jobs", f"best {metric}", "mean", "worst", "best job"],
-                     [(("* " if r is winner else "  ") + json.dumps(r[by]), r["jobs"], r["best"], r["mean"],
-                       r["worst"], f"{r['best_job']} {r['best_name']}") for r in rows]))
-
-
-def _natural(value: str) -> tuple[int, Any]:
-    """Numbers in numeric order, then everything else as text."""
-    parsed = json.loads(value)
-    if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-        return (0, parsed)
-    return (1, value)
+                     [(("* " if i == result["best"] else "  ") + json.dumps(r[by]), r["jobs"], r["best"], r["mean"],
+                       r["worst"], f"{r['best_job']} {r['best_name']}") for i, r in enumerate(rows)]))
 
 
 @cli.command()
@@ -576,6 +530,26 @@ def _check_schema(cp: ControlPlane) -> None:
     if current != head:
         raise UserError(f"the database {cp.settings.database_url} is at schema {current or 'none'}, not {head}: "
                         "run `latentfarm db upgrade`")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to listen on (default 0.0.0.0 with LATENTFARM_API_TOKEN set, "
+              "else 127.0.0.1, the only one allowed without a token).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+@_errors
+def serve(host: str | None, port: int) -> None:
+    """The REST API (/api/v1, OpenAPI at /openapi.json) and the dashboard (/), over the results database.
+
+    Writes (submit, cancel, retry) need 'Authorization: Bearer <LATENTFARM_API_TOKEN>'. On the embedded default
+    the server runs a worker too, so batches submitted to it run."""
+    from scheduler.api import api_token
+    from scheduler.api import serve as run_server
+
+    token = api_token()
+    cp = _open()
+    if not cp.settings.embedded:
+        _check_schema(cp)
+    run_server(cp, host, port, token)
 
 
 @cli.group()

@@ -1,4 +1,5 @@
-"""Filters on jobs by parameter value and by final metric, shared by the CLI's queries.
+"""Queries on jobs by parameter value and by final metric, and the comparison of a sweep: shared by the CLI and
+the API.
 
 ``--param z_dim=16`` keeps jobs whose parameter equals the value (read as YAML: ``16``, ``0.5``, ``bce``,
 ``true``); ``--where "test_loss<0.1"`` keeps jobs whose final value of the metric (its last step: the last epoch)
@@ -7,15 +8,19 @@ passes the comparison; ``--sort test_loss`` orders by a final metric.
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import yaml
+from sqlalchemy.orm import Session
 
 from scheduler.errors import UserError
+from storage import queries
 from storage.records import Job, Metric
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -31,11 +36,15 @@ class ParamFilter:
     value: Any
 
     @classmethod
-    def parse(cls, text: str) -> ParamFilter:
+    def parse(cls, text: str, option: str = "--param") -> ParamFilter:
         name, sep, raw = text.partition("=")
         if not sep or not name.strip():
-            raise UserError(f"--param: expected NAME=VALUE, e.g. z_dim=16, got {text!r}")
-        return cls(name.strip(), yaml.safe_load(raw) if raw.strip() else "")
+            raise UserError(f"{option}: expected NAME=VALUE, e.g. z_dim=16, got {text!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        return cls(name.strip(), value)
 
     def keeps(self, job: Job) -> bool:
         if self.name not in job.params:
@@ -54,15 +63,15 @@ class MetricFilter:
     value: float
 
     @classmethod
-    def parse(cls, text: str) -> MetricFilter:
+    def parse(cls, text: str, option: str = "--where") -> MetricFilter:
         m = _WHERE.match(text)
         if m is None:
-            raise UserError(f"--where: expected METRIC OP NUMBER with OP one of < <= > >= = !=, e.g. "
+            raise UserError(f"{option}: expected METRIC OP NUMBER with OP one of < <= > >= = !=, e.g. "
                             f"'test_loss<0.1', got {text!r}")
         try:
             value = float(m.group(3))
         except ValueError as e:
-            raise UserError(f"--where {text!r}: {m.group(3)!r} is not a number") from e
+            raise UserError(f"{option} {text!r}: {m.group(3)!r} is not a number") from e
         return cls(m.group(1), m.group(2), value)
 
     def keeps(self, finals: dict[str, float]) -> bool:
@@ -89,3 +98,87 @@ def select_jobs(jobs: Sequence[Job], finals: dict[int, dict[str, float]], params
     have = [j for j in kept if sort in finals.get(j.id, {})]
     lacking = [j for j in kept if sort not in finals.get(j.id, {})]
     return sorted(have, key=lambda j: finals[j.id][sort], reverse=descending) + lacking
+
+
+def parse_since(value: str | None, option: str = "--since") -> datetime | None:
+    """``30m``, ``2h``, ``1d`` ago, or an ISO date (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1:] in units and value[:-1].isdigit():
+            return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+        t = datetime.fromisoformat(value)
+    except (ValueError, OverflowError) as e:
+        raise UserError(f"{option}: expected e.g. 30m, 2h, 1d or an ISO date, got {value!r}") from e
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class JobQuery:
+    """A search for jobs: the SQL filters (batch, kind, status, since), then parameter values and final metrics,
+    then the order by a final metric. ``run`` answers with the jobs and the final metrics filtered or sorted on."""
+
+    batch: int | None = None
+    kind: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    params: list[ParamFilter] = field(default_factory=list)
+    where: list[MetricFilter] = field(default_factory=list)
+    sort: str | None = None
+    descending: bool = False
+
+    @property
+    def keys(self) -> list[str]:
+        """The metrics this query reads: those filtered on, then the one sorted on."""
+        return list(dict.fromkeys([w.key for w in self.where] + ([self.sort] if self.sort else [])))
+
+    def run(self, session: Session, limit: int | None = None, offset: int = 0
+            ) -> tuple[list[Job], dict[int, dict[str, float]], int]:
+        """The page of jobs from ``offset`` (at most ``limit``), their final metrics, and how many match in all."""
+        if self.batch is not None:
+            queries.get_batch(session, self.batch)
+        found = queries.list_jobs(session, batch_id=self.batch, kind=self.kind, status=self.status, since=self.since)
+        keys = self.keys
+        finals = final_metrics(queries.job_metrics(session, [j.id for j in found])) if keys and found else {}
+        kept = select_jobs(found, finals, self.params, self.where, self.sort, self.descending)
+        page = kept[offset:] if limit is None else kept[offset:offset + limit]
+        return page, {j.id: finals.get(j.id, {}) for j in page}, len(kept)
+
+
+def compare(session: Session, batch: int, metric: str, by: str, higher_is_better: bool = False) -> dict[str, Any]:
+    """The final ``metric`` of ``batch``'s jobs per value of the parameter ``by``: a row per value with the number
+    of jobs, the best, mean and worst value and the best job; ``best`` is the index of the overall best row."""
+    queries.get_batch(session, batch)
+    jobs = [j for j in queries.list_jobs(session, batch_id=batch) if by in j.params]
+    if not jobs:
+        raise UserError(f"no job of batch {batch} has a parameter {by!r}")
+    metrics = queries.job_metrics(session, [j.id for j in jobs])
+    final = {job_id: values[metric] for job_id, values in final_metrics(metrics).items() if metric in values}
+    if not final:
+        known = ", ".join(sorted({m.key for m in metrics})) or "none yet"
+        raise UserError(f"no job of batch {batch} with a parameter {by!r} has the metric {metric!r} "
+                        f"(metrics there: {known})")
+    groups: dict[str, list[tuple[float, Job]]] = {}
+    for j in jobs:
+        if j.id in final:
+            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id], j))
+    pick = max if higher_is_better else min
+    rows = []
+    for value in sorted(groups, key=_natural):
+        scores = [v for v, _ in groups[value]]
+        best_value, best_job = pick(groups[value], key=lambda vj: vj[0])
+        rows.append({by: json.loads(value), "jobs": len(scores), "best": best_value,
+                     "mean": sum(scores) / len(scores), "worst": (min if higher_is_better else max)(scores),
+                     "best_job": best_job.id, "best_name": best_job.name})
+    winner = pick(range(len(rows)), key=lambda i: rows[i]["best"])
+    return {"batch": batch, "metric": metric, "by": by, "higher_is_better": higher_is_better, "rows": rows,
+            "best": winner}
+
+
+def _natural(value: str) -> tuple[int, Any]:
+    """Numbers in numeric order, then everything else as text."""
+    parsed = json.loads(value)
+    if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+        return (0, parsed)
+    return (1, value)

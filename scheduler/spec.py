@@ -97,14 +97,18 @@ def load_spec(path: str | Path, data_dir: Path) -> BatchSpec:
         raise SpecError(path_str, f"cannot read spec: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise SpecError(path_str, f"not a UTF-8 text file (byte {e.start})") from e
+    return parse_spec(read_spec_text(text, path_str), path_str, Path(path).resolve().parent, data_dir)
+
+
+def read_spec_text(text: str, path: str) -> Any:
+    """Parse a spec's YAML (JSON is YAML too) without validating it; ``path`` names it in errors."""
     try:
-        raw = yaml.load(text, Loader=_SpecLoader)
+        return yaml.load(text, Loader=_SpecLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(path_str, f"malformed YAML{where}: {problem}") from e
-    return parse_spec(raw, path_str, Path(path).resolve().parent, data_dir)
+        raise SpecError(path, f"malformed YAML{where}: {problem}") from e
 
 
 def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec:

@@ -19,6 +19,15 @@ class BatchSummary:
     batch: Batch
     counts: dict[str, int]  # jobs by status
     total: int
+    running_progress: float = 0.0  # the sum of the running jobs' progress (each 0..1)
+
+    @property
+    def progress(self) -> float:
+        """How far the batch is, 0..1: each finished job counts 1, each running job its own progress."""
+        if not self.total:
+            return 1.0
+        finished = sum(self.counts.get(s.value, 0) for s in TERMINAL)
+        return min(1.0, (finished + self.running_progress) / self.total)
 
     @property
     def done(self) -> bool:
@@ -55,13 +64,15 @@ def get_batch(session: Session, batch_id: int) -> Batch:
     return from_row(Batch, row)
 
 
-
 def batch_summary(session: Session, batch_id: int) -> BatchSummary:
     batch = get_batch(session, batch_id)
-    counts = dict(session.execute(
-        select(JobRow.status, func.count()).where(JobRow.batch_id == batch_id).group_by(JobRow.status)
-    ).all())
-    return BatchSummary(batch, counts, sum(counts.values()))
+    rows = session.execute(
+        select(JobRow.status, func.count(), func.sum(JobRow.progress))
+        .where(JobRow.batch_id == batch_id).group_by(JobRow.status)
+    ).all()
+    counts = {status: n for status, n, _ in rows}
+    running = sum(float(p or 0.0) for status, _, p in rows if status == JobStatus.RUNNING.value)
+    return BatchSummary(batch, counts, sum(counts.values()), running)
 
 
 def active_job_counts(session: Session) -> dict[str, int]:
@@ -72,9 +83,14 @@ def active_job_counts(session: Session) -> dict[str, int]:
     ).all())
 
 
-def list_batches(session: Session, limit: int = 20) -> list[BatchSummary]:
-    ids = session.scalars(select(BatchRow.id).order_by(BatchRow.id.desc()).limit(limit)).all()
+def list_batches(session: Session, limit: int = 20, offset: int = 0) -> list[BatchSummary]:
+    """The most recent batches first."""
+    ids = session.scalars(select(BatchRow.id).order_by(BatchRow.id.desc()).limit(limit).offset(offset)).all()
     return [batch_summary(session, i) for i in ids]
+
+
+def count_batches(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(BatchRow)) or 0
 
 
 def list_jobs(
@@ -142,6 +158,13 @@ def job_metrics(session: Session, job_ids: list[int], key: str | None = None) ->
     if key is not None:
         q = q.where(MetricRow.key == key)
     return [from_row(Metric, r) for r in session.scalars(q)]
+
+
+def get_artifact(session: Session, artifact_id: int) -> Artifact:
+    row = session.get(ArtifactRow, artifact_id)
+    if row is None:
+        raise NotFound(f"no artifact {artifact_id}")
+    return from_row(Artifact, row)
 
 
 def job_artifacts(session: Session, job_id: int) -> list[Artifact]:
