@@ -138,8 +138,13 @@ class JobQuery:
         """The page of jobs from ``offset`` (at most ``limit``), their final metrics, and how many match in all."""
         if self.batch is not None:
             queries.get_batch(session, self.batch)
-        found = queries.list_jobs(session, batch_id=self.batch, kind=self.kind, status=self.status, since=self.since)
+        sql = (self.batch, self.kind, self.status, self.since)
         keys = self.keys
+        if not self.params and not keys:  # SQL alone answers: page there
+            page = queries.list_jobs(session, *sql, limit=limit, offset=offset)
+            total = queries.count_jobs(session, *sql) if limit is not None else offset + len(page)
+            return page, {j.id: {} for j in page}, total
+        found = queries.list_jobs(session, *sql)
         finals = final_metrics(queries.job_metrics(session, [j.id for j in found])) if keys and found else {}
         kept = select_jobs(found, finals, self.params, self.where, self.sort, self.descending)
         page = kept[offset:] if limit is None else kept[offset:offset + limit]

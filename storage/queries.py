@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
@@ -93,15 +94,8 @@ def count_batches(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(BatchRow)) or 0
 
 
-def list_jobs(
-    session: Session,
-    batch_id: int | None = None,
-    kind: str | None = None,
-    status: str | None = None,
-    since: datetime | None = None,
-    limit: int | None = None,
-) -> list[Job]:
-    q = select(JobRow).order_by(JobRow.id)
+def _jobs_where(q: Select[Any], batch_id: int | None, kind: str | None, status: str | None,
+                since: datetime | None) -> Select[Any]:
     if batch_id is not None:
         q = q.where(JobRow.batch_id == batch_id)
     if kind is not None:
@@ -110,9 +104,29 @@ def list_jobs(
         q = q.where(JobRow.status == JobStatus(status).value)
     if since is not None:
         q = q.where(JobRow.created_at >= since)
+    return q
+
+
+def list_jobs(
+    session: Session,
+    batch_id: int | None = None,
+    kind: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Job]:
+    q = _jobs_where(select(JobRow).order_by(JobRow.id), batch_id, kind, status, since)
     if limit is not None:
         q = q.limit(limit)
+    if offset:
+        q = q.offset(offset)
     return [from_row(Job, r) for r in session.scalars(q)]
+
+
+def count_jobs(session: Session, batch_id: int | None = None, kind: str | None = None, status: str | None = None,
+               since: datetime | None = None) -> int:
+    return session.scalar(_jobs_where(select(func.count()).select_from(JobRow), batch_id, kind, status, since)) or 0
 
 
 def require_job(session: Session, job_id: int) -> Job:
