@@ -95,3 +95,4 @@ def run_demo(out: str, epochs: int) -> None:
     click.echo(f"artifacts: {settings.artifacts_dir}")
     click.echo(f"next:      latentfarm status {result.batch_id}   |   latentfarm show {ids['sample']}   |   "
                f"latentfarm metrics --batch {result.batch_id} --key test_accuracy")
+    click.echo(f"browse:    latentfarm serve   (then http://127.0.0.1:8080/batches/{result.batch_id})")

@@ -115,6 +115,10 @@ def test_control_plane_imports_leave_tensorflow_out() -> None:
     code = textwrap.dedent("""
         import sys
         import scheduler.cli, scheduler.service, scheduler.spec, workers.tasks, workers.handlers
+        from scheduler.api import create_app
+        from scheduler.service import ControlPlane
+        from scheduler.settings import Settings
+        create_app(ControlPlane.open(Settings.from_env({"LATENTFARM_DATABASE_URL": "sqlite://"})))
         heavy = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
         assert not heavy, heavy
     """)

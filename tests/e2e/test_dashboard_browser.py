@@ -1,0 +1,329 @@
+"""The dashboard in a real browser: a real batch run with ``latentfarm submit``, served by ``latentfarm serve``,
+browsed in headless Chromium through selenium.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (/usr/bin/chromium, /usr/bin/chromedriver): without them the
+tests skip locally and fail in CI. Selenium is given both paths, so it never downloads a browser or a driver.
+The job page's screenshot goes to $LATENTFARM_TEST_ARTIFACTS when set, else to pytest's tmp_path; the test
+prints where (``pytest -s`` or ``-rA`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cli import clean_env, latentfarm_bin, run_json
+
+pytestmark = pytest.mark.timeout(300)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+# Two trainings (a z_dim sweep, for the compare view), a cluster sweep over k, and two samplers of the z_dim=4
+# model (the batch page's sample grids): about 40 s on a slow 2-core machine.
+SPEC = """\
+batch: dashboard-e2e
+defaults:
+  max_attempts: 1
+  params: {dataset: digits}
+jobs:
+  - name: train
+    kind: train
+    params: {model: conv_ae, epochs: 3, batch_size: 64, limit: 600}
+    sweep: {z_dim: [2, 4]}
+  - name: encode
+    kind: encode
+    needs: ["train[z_dim=4]"]
+  - name: sample
+    kind: sample
+    needs: [encode]
+    params: {n: 100, grid: 36}
+    sweep: {sampler: [normal, fitted_normal]}
+  - name: cluster
+    kind: cluster
+    params: {limit: 600, k: [4, 8, 10], n_init: 2, plot_sample: 300}
+"""
+
+
+def _need(ok: bool, reason: str) -> None:
+    """Skip locally, fail in CI: a CI run must not pass by skipping what it was meant to check."""
+    if ok:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI must not skip the browser tests")
+    pytest.skip(reason)
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    batch: int
+    jobs: dict[str, int]
+    output: list[str]
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def submit(self, spec: str) -> dict[str, Any]:
+        req = urllib.request.Request(self.url + "/api/v1/batches", data=spec.encode(), method="POST",
+                                     headers={"Content-Type": "application/yaml"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The batch run to its end by ``latentfarm submit``, then ``latentfarm serve`` on a free port over it."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    # a short lease: a running job's progress reaches the database every second, not every 5 s
+    env = clean_env(LATENTFARM_DATABASE_URL=f"sqlite:///{tmp / 'lf.db'}", LATENTFARM_ARTIFACTS=str(tmp / "artifacts"),
+                    LATENTFARM_LEASE_SECONDS="6")
+    (tmp / "spec.yaml").write_text(SPEC)
+    submitted = run_json(["submit", "spec.yaml"], tmp, env)
+    assert submitted["status"] == "succeeded", submitted
+    port = _free_port()
+    proc = subprocess.Popen([latentfarm_bin(), "serve", "--port", str(port)], cwd=tmp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/api/v1/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"latentfarm serve did not answer on {url} (exit {proc.poll()}):\n"
+                                     + "".join(output))
+            time.sleep(0.3)
+        assert any(url in line for line in output), f"serve did not print its URL {url}:\n{''.join(output)}"
+        yield Server(url, env, submitted["batch_id"], submitted["jobs"], output)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _need(CHROMIUM.is_file() and CHROMEDRIVER.is_file(),
+          f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} (Debian: apt install chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _need(False, "headless browser tests need selenium (pip install -e .[dev])")
+        raise
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                "--disable-extensions", "--no-first-run"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = 15) -> Any:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    except TimeoutException as e:
+        raise AssertionError(f"{what}: not within {timeout} s at {driver.current_url}") from e
+
+
+def css(driver: Any, selector: str) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)  # type: ignore[no-any-return]
+
+
+def check_page(driver: Any) -> None:
+    """No error in the console, and everything the page loaded came from this server."""
+    try:
+        logs = driver.get_log("browser")
+    except Exception:  # a driver without the log endpoint: nothing to read
+        logs = []
+    severe = [entry["message"] for entry in logs if entry.get("level") == "SEVERE"]
+    assert not severe, f"{driver.current_url}: errors in the console: {severe}"
+    foreign = driver.execute_script("""
+        const urls = [...document.querySelectorAll('script[src], img[src]')].map(e => e.src)
+          .concat([...document.querySelectorAll('link[href]')].map(e => e.href))
+          .concat(performance.getEntriesByType('resource').map(e => e.name));
+        return urls.filter(u => new URL(u, location.href).origin !== location.origin);""")
+    assert foreign == [], f"{driver.current_url} loads from elsewhere: {foreign}"
+
+
+def images_loaded(driver: Any) -> list[str]:
+    """Wait until every img.artifact has loaded; return their names (alt)."""
+    script = "return [...document.querySelectorAll('img.artifact')].map(i => [i.alt, i.complete, i.naturalWidth, " \
+             "i.naturalHeight])"
+    wait_for(driver, lambda d: all(c and w > 0 and h > 0 for _, c, w, h in d.execute_script(script)),
+             "every img.artifact loaded with a size")
+    return [alt for alt, *_ in driver.execute_script(script)]
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    where = Path(os.environ.get("LATENTFARM_TEST_ARTIFACTS") or tmp_path)
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+def test_from_the_batches_to_a_train_job_with_its_curves_and_images(browser: Any, server: Server,
+                                                                     tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    row = wait_for(browser, lambda d: css(d, f"table#batches tr[data-batch-id='{server.batch}']"),
+                   "the batch's row")[0]
+    assert "dashboard-e2e" in row.text
+    assert row.find_element(By.CSS_SELECTOR, ".status").text == "succeeded"
+    assert float(row.find_element(By.CSS_SELECTOR, "progress.progress").get_attribute("value")) == 1.0
+    check_page(browser)
+
+    row.find_element(By.LINK_TEXT, "dashboard-e2e").click()
+    wait_for(browser, lambda d: d.current_url.endswith(f"/batches/{server.batch}"), "the batch page")
+    jobs = css(browser, "table#jobs tr[data-job-id]")
+    assert len(jobs) == len(server.jobs)
+    assert all(j.find_element(By.CSS_SELECTOR, ".status").text == "succeeded" for j in jobs)
+    samples = images_loaded(browser)  # the samplers' grids side by side
+    assert samples.count("samples.png") == 2
+    captions = " ".join(f.text for f in css(browser, "#gallery figure"))
+    assert "normal" in captions and "fitted_normal" in captions and "nn_dist" in captions
+    check_page(browser)
+
+    browser.find_element(By.LINK_TEXT, "train[z_dim=2]").click()
+    job_id = server.jobs["train[z_dim=2]"]
+    wait_for(browser, lambda d: d.current_url.endswith(f"/jobs/{job_id}"), "the train job's page")
+    assert browser.find_element(By.CSS_SELECTOR, "section#job .status").text == "succeeded"
+    charts = wait_for(browser, lambda d: css(d, "svg.chart"), "a metric chart")
+    loss = next(c for c in charts if c.get_attribute("aria-label") == "loss per epoch")
+    series = loss.find_elements(By.CSS_SELECTOR, "g.series")
+    assert {s.get_attribute("data-series") for s in series} == {"loss", "val_loss"}
+    for line in loss.find_elements(By.CSS_SELECTOR, "polyline"):
+        assert len(line.get_attribute("points").split()) == 3  # three epochs
+        box = browser.execute_script("const b = arguments[0].getBBox(); return [b.width, b.height];", line)
+        assert box[0] > 0 and box[1] > 0, box
+    assert loss.size["width"] > 100 and loss.size["height"] > 50
+    assert "reconstructions.png" in images_loaded(browser)
+    assert "test_loss" in browser.find_element(By.ID, "final-metrics").text
+    assert "model.keras" in browser.find_element(By.ID, "artifacts").text
+    events = browser.find_element(By.ID, "events").text
+    assert "epoch 3/3" in events
+    check_page(browser)
+
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, min(max(int(height) + 120, 800), 6000))
+    shot = screenshot_dir(tmp_path) / f"dashboard-job-{job_id}.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    browser.set_window_size(1280, 1000)
+    print(f"dashboard screenshot: {shot}")
+
+
+def test_cluster_job_draws_its_k_sweep(browser: Any, server: Server) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.url}/jobs/{server.jobs['cluster']}")
+    labels = {c.get_attribute("aria-label"): c for c in wait_for(browser, lambda d: css(d, "svg.chart"), "charts")}
+    assert {"inertia per k", "silhouette per k"} <= set(labels)
+    inertia = labels["inertia per k"].find_element(By.CSS_SELECTOR, "polyline")
+    assert len(inertia.get_attribute("points").split()) == 3  # k = 4, 8, 10
+    assert set(images_loaded(browser)) == {"sweep.png", "clusters_2d.png"}
+    check_page(browser)
+
+
+def test_compare_view_from_the_batch_form(browser: Any, server: Server) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{server.url}/batches/{server.batch}")
+    form = wait_for(browser, lambda d: css(d, "form#compare-form"), "the compare form")[0]
+    Select(form.find_element(By.NAME, "metric")).select_by_value("test_loss")
+    Select(form.find_element(By.NAME, "by")).select_by_value("z_dim")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, lambda d: "/compare?" in d.current_url, "the compare page")
+    rows = css(browser, "table#compare tbody tr")
+    assert [r.get_attribute("data-value") for r in rows] == ["2", "4"]
+    assert len(css(browser, "table#compare tr.best")) == 1
+    line = browser.find_element(By.CSS_SELECTOR, "svg.chart polyline")
+    assert len(line.get_attribute("points").split()) == 2
+    assert browser.execute_script("return arguments[0].getBBox().width", line) > 0
+    check_page(browser)
+
+
+LIVE_SPEC = """\
+batch: dashboard-live
+jobs:
+  - {name: nap, kind: noop, params: {seconds: 8}}
+  - {name: after, kind: noop, params: {seconds: 4}, needs: [nap]}
+"""
+
+
+def test_live_progress_without_reloading(browser: Any, server: Server) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(server.url + "/")
+    wait_for(browser, lambda d: css(d, "table#batches"), "the batches page")
+    submitted = server.submit(LIVE_SPEC)
+    batch, after = submitted["batch"], submitted["jobs"]["after"]
+    wait_for(browser, lambda d: d.find_element(By.ID, "new-batches").is_displayed(), "the note of a new batch")
+
+    browser.get(server.url + "/")
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-batch-id='{batch}']")
+    assert row.find_element(By.CSS_SELECTOR, ".status").text in ("pending", "running")
+    browser.execute_script("window.__drawn = 'once';")  # gone if the page reloads
+    bar = row.find_element(By.CSS_SELECTOR, "progress.progress")
+    drawn = float(bar.get_attribute("value"))  # as the server drew it
+    wait_for(browser, lambda d: float(bar.get_attribute("value")) > drawn, "the row's progress moving", timeout=12)
+    shown = browser.execute_script(  # one read: the script may redraw the row between two
+        "const r = arguments[0]; return [[...r.querySelectorAll('[data-count]')].map(c => Number(c.textContent)),"
+        " r.querySelector('progress').value, r.querySelector('.pct').textContent];", row)
+    assert sum(shown[0]) == 2, shown  # the counts were redrawn together: still both jobs
+    assert shown[2] == f"{math.floor(shown[1] * 100 + 0.5)}%", shown  # as Math.round
+    assert browser.execute_script("return window.__drawn") == "once"
+
+    # 'after' waits for 'nap' (up to 8 s) and then runs 4 s: its page, opened now, must reload itself at the end
+    browser.get(f"{server.url}/jobs/{after}")
+    assert browser.find_element(By.CSS_SELECTOR, "section#job").get_attribute("data-status") in ("pending", "queued",
+                                                                                                  "running")
+    wait_for(browser, lambda d: css(d, "section#job[data-status='succeeded'] .pct"),
+             "the job page reloaded with the job finished", timeout=25)
+    assert browser.find_element(By.CSS_SELECTOR, "section#job .pct").text == "100%"
+    assert "value" in browser.find_element(By.ID, "final-metrics").text
+    assert server.get(f"/api/v1/batches/{batch}")["status"] == "succeeded"
+    check_page(browser)
