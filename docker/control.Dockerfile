@@ -1,5 +1,6 @@
 # latentfarm control plane: the scheduler loop (`latentfarm scheduler`: reaper, re-sending lost messages),
-# migrations (`latentfarm db upgrade`) and the CLI (submit, status, jobs, ...). No TensorFlow: the control
+# migrations (`latentfarm db upgrade`), the REST API and dashboard (`latentfarm serve`) and the CLI (submit,
+# status, jobs, ...). No TensorFlow: the control
 # plane never imports it, so this image stays small. Build context: the repository root.
 #
 #   docker build -f docker/control.Dockerfile -t latentfarm-control .

@@ -28,7 +28,7 @@ from tests.deploy.compose_helpers import (
     option,
 )
 
-LATENTFARM_SERVICES = ("migrate", "scheduler", "worker-gpu", "worker-cpu")
+LATENTFARM_SERVICES = ("migrate", "scheduler", "api", "worker-gpu", "worker-cpu")
 WORKERS = ("worker-gpu", "worker-cpu")
 EXPECTED_ENV = {
     "LATENTFARM_DATABASE_URL": "postgresql+psycopg://latentfarm:latentfarm@postgres:5432/latentfarm",
@@ -241,7 +241,7 @@ def test_flower_sees_task_events(services: dict[str, dict[str, Any]]) -> None:
 def test_workers_and_scheduler_use_their_images(services: dict[str, dict[str, Any]]) -> None:
     for name in WORKERS:
         assert dockerfile_of(services[name]).name == "worker.Dockerfile"
-    for name in ("migrate", "scheduler"):
+    for name in ("migrate", "scheduler", "api"):
         assert dockerfile_of(services[name]).name == "control.Dockerfile"
     assert services["worker-gpu"]["image"] != services["worker-cpu"]["image"]
     assert services["migrate"]["image"] == services["scheduler"]["image"]
@@ -290,6 +290,16 @@ def test_the_cli_reads_the_cpu_worker_command(services: dict[str, dict[str, Any]
     path, params = invocation(argv(services["worker-cpu"]["command"]))
     assert path == ["worker"] and int(params["--cpu"]) == 2
     assert params["--gpus"] is None
+
+
+def test_api(services: dict[str, dict[str, Any]]) -> None:
+    api = services["api"]
+    path, params = invocation(argv(api["command"]))
+    assert path == ["serve"] and params["--host"] == "0.0.0.0"
+    # listening beyond loopback needs a token (`latentfarm serve` refuses otherwise); published on loopback only
+    assert environment(api).get("LATENTFARM_API_TOKEN")
+    assert api["ports"] == [f"127.0.0.1:{params['--port']}:{params['--port']}"]
+    assert "/api/v1/health" in " ".join(api["healthcheck"]["test"])
 
 
 def test_the_cli_refuses_an_unknown_option() -> None:

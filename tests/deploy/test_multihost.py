@@ -24,12 +24,13 @@ from tests.deploy.compose_helpers import (
     variables,
 )
 
-LATENTFARM_SERVICES = ("migrate", "scheduler", "worker-gpu", "worker-cpu")
+LATENTFARM_SERVICES = ("migrate", "scheduler", "api", "worker-gpu", "worker-cpu")
 SETTINGS = {  # what the override's header asks for, the same on every machine
     "LATENTFARM_CONTROL_HOST": "control.example",
     "LATENTFARM_POSTGRES_PASSWORD": "pgsecret",
     "LATENTFARM_REDIS_PASSWORD": "redissecret",
     "LATENTFARM_SHARED_DIR": "/mnt/latentfarm",
+    "LATENTFARM_API_TOKEN": "s3cret",
 }
 
 
@@ -86,6 +87,11 @@ def test_the_rest_of_each_service_is_kept(services: dict[str, dict[str, Any]]) -
     assert argv(services["worker-gpu"]["command"]) == ["worker", "--gpus", "all"]
     assert "devices" in services["worker-gpu"]["deploy"]["resources"]["reservations"]
     assert environment(services["worker-gpu"])["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+
+
+def test_the_api_needs_a_token_of_your_own(services: dict[str, dict[str, Any]]) -> None:
+    assert environment(services["api"])["LATENTFARM_API_TOKEN"] == "s3cret"
+    assert argv(services["api"]["command"]) == ["serve", "--host", "0.0.0.0", "--port", "8080"]
 
 
 def test_redis_is_published_with_a_password_and_persistence(services: dict[str, dict[str, Any]]) -> None:
