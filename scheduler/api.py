@@ -394,8 +394,12 @@ SPEC_BODY = {
             "batch": {"type": "string"}, "defaults": {"type": "object"},
             "jobs": {"type": "array", "items": {"type": "object", "required": ["name", "kind"], "properties": {
                 "name": {"type": "string"}, "kind": {"type": "string"}, "params": {"type": "object"},
-                "needs": {"type": "array", "items": {"type": "string"}}}}}}}},
-        "application/yaml": {"schema": {"type": "string"}},
+                "needs": {"type": "array", "items": {"type": "string"}}}}}}},
+            "example": {"batch": "example", "jobs": [
+                {"name": "a", "kind": "noop", "sweep": {"value": [1, 2]}},
+                {"name": "b", "kind": "noop", "needs": ["a"]}]}},
+        "application/yaml": {"schema": {"type": "string"},
+                             "example": "batch: example\njobs:\n  - {name: a, kind: noop, params: {value: 3}}\n"},
     },
 }
 
@@ -487,7 +491,9 @@ def list_jobs(
                      [MetricFilter.parse(w, "where") for w in where], sort, desc)
     with reading(cp) as s:
         found, finals, total = query.run(s, limit, offset)
-    return _page([_job_out(j, metrics=finals.get(j.id, {})) for j in found], total, limit, offset)
+    keys = set(query.keys)
+    return _page([_job_out(j, metrics={k: v for k, v in finals.get(j.id, {}).items() if k in keys}) for j in found],
+                 total, limit, offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS, tags=["jobs"])
@@ -555,8 +561,9 @@ def artifact(artifact_id: Id, cp: Plane) -> dict[str, Any]:
 
 @router.get("/artifacts/{artifact_id}/content", response_class=FileResponse, tags=["artifacts"], responses={
     **ERRORS,
-    200: {"description": "the artifact, with its media type", "content": {"application/octet-stream": {}}},
-    206: {"description": "the bytes asked for with Range", "content": {"application/octet-stream": {}}},
+    200: {"description": "the artifact, with its own media type (image/png, application/json...)",
+          "content": {"*/*": {}}},
+    206: {"description": "the bytes asked for with Range", "content": {"*/*": {}}},
     416: {"description": "the Range asked for lies outside the artifact"},
     500: {"model": Problem, "description": "the blob no longer matches its sha256 (the store is damaged)"},
 })
