@@ -13,11 +13,11 @@ from celery import Celery
 from scheduler import dispatch
 from scheduler.celery_app import QUEUES, make_celery
 from scheduler.embedded import in_process_worker, worker_alive
-from scheduler.errors import BrokerUnavailable
+from scheduler.errors import BrokerUnavailable, SpecError
 from scheduler.plan import plan_batch
 from scheduler.progress import follow
 from scheduler.settings import Settings
-from scheduler.spec import BatchSpec, load_spec
+from scheduler.spec import BatchSpec, first_line, load_spec
 from storage.queries import BatchSummary
 from storage.store import Store
 
@@ -53,7 +53,11 @@ class ControlPlane:
 
     def submit(self, spec: BatchSpec, no_cache: bool = False) -> dispatch.SubmitResult:
         self.check_broker()
-        return dispatch.submit(self.store, self.app, plan_batch(spec), no_cache=no_cache)
+        try:  # planning hashes the data files and images the spec names
+            plan = plan_batch(spec)
+        except OSError as e:  # one exists but cannot be read here
+            raise SpecError(spec.path, f"cannot read a file it names: {first_line(e)}") from e
+        return dispatch.submit(self.store, self.app, plan, no_cache=no_cache)
 
     def run_embedded(self, batch_id: int, out: TextIO = sys.stderr, show: bool = True) -> BatchSummary:
         """Drain the in-memory queue with an in-process worker until the batch is done."""

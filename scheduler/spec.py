@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ from scheduler.errors import SpecError
 TOP_FIELDS = {"batch", "defaults", "jobs"}
 # A job survives two lost workers or transient errors; errors in the spec or data are never retried.
 DEFAULT_MAX_ATTEMPTS = 3
+MAX_JOBS = 100_000  # jobs in one batch, after sweeps, foreach and dreams are expanded
+MAX_SPEC_VALUES = 100_000  # values in a parsed spec, YAML aliases expanded
+MAX_SPEC_DEPTH = 64
 DEFAULT_FIELDS = {"params", "queue", "priority", "max_attempts", "timeout"}
 JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep", "foreach"}
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # used with fullmatch: no trailing newline slips by
@@ -109,16 +113,50 @@ def read_spec_text(text: str, path: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(path, f"malformed YAML{where}: {problem}") from e
+    except (ValueError, RecursionError) as e:  # a value its constructor refuses (2020-02-30), nesting
+        raise SpecError(path, f"malformed YAML: {first_line(e)}") from e
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def check_shape(raw: Any, path: str) -> None:
+    """Refuse what no spec needs and what the database or a JSON answer cannot hold, before it is validated: a
+    few hundred bytes of YAML aliases that expand to billions of values, nesting deeper than any spec, and
+    non-finite numbers (PostgreSQL refuses them in JSON; JSON has no NaN)."""
+    stack: list[tuple[Any, int]] = [(raw, 0)]
+    seen = 1
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(path, f"{value} is not a finite number (NaN and infinities cannot be stored)")
+        children: list[Any] = []
+        if isinstance(value, dict):
+            children = [v for kv in value.items() for v in kv]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            children = list(value)
+        if not children:
+            continue
+        seen += len(children)
+        if seen > MAX_SPEC_VALUES:
+            raise SpecError(path, f"more than {MAX_SPEC_VALUES} values (YAML aliases expanded)")
+        if depth >= MAX_SPEC_DEPTH:
+            raise SpecError(path, f"nested deeper than {MAX_SPEC_DEPTH} levels")
+        stack.extend((v, depth + 1) for v in children)
 
 
 def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec:
     """Validate an already-parsed spec (YAML or JSON). Relative data paths are taken from ``base_dir``."""
+    check_shape(raw, path)
     if not isinstance(raw, dict):
         raise SpecError(path, "a spec must be a mapping with 'batch' and 'jobs'")
     _no_unknown(raw, TOP_FIELDS, path, None, "")
     name = raw.get("batch")
     if not isinstance(name, str) or not name.strip():
         raise SpecError(path, "required, a non-empty string", field="batch")
+    if len(name.strip()) > 200 or not name.isprintable():
+        raise SpecError(path, "at most 200 printable characters", field="batch")
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise SpecError(path, "must be a mapping", field="defaults")
@@ -146,10 +184,13 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
             raise SpecError(path, "duplicate job name", job=jname, field="name")
         seen_entries[jname] = entry
         over = _foreach(entry, jname, expansions, path)
-        for job in _expand(entry, jname, defaults, default_params, path, base_dir, data_dir, over):
+        for job in _expand(entry, jname, defaults, default_params, path, base_dir, data_dir, over,
+                           MAX_JOBS - len(expanded)):
             expanded.append((entry, job))
             if job.exported:
                 expansions.setdefault(jname, []).append(job)
+        if len(expanded) > MAX_JOBS:
+            raise SpecError(path, f"the batch has more than {MAX_JOBS} jobs: split it", job=jname)
 
     by_name: dict[str, JobSpec] = {}
     for _, job in expanded:
@@ -201,7 +242,8 @@ def _int_field(entry: Mapping[str, Any], defaults: Mapping[str, Any], key: str, 
 
 
 def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], default_params: Mapping[str, Any],
-            path: str, base_dir: Path, data_dir: Path, over: list[JobSpec] | None) -> list[JobSpec]:
+            path: str, base_dir: Path, data_dir: Path, over: list[JobSpec] | None, room: int) -> list[JobSpec]:
+    """The jobs of one entry: one per combination of its sweep (times its foreach job's); at most ``room``."""
     _no_unknown(entry, JOB_FIELDS, path, jname, "")
     kind = entry.get("kind")
     if isinstance(kind, str) and kind in KINDS and KINDS[kind].generated:
@@ -248,6 +290,10 @@ def _expand(entry: dict[str, Any], jname: str, defaults: Mapping[str, Any], defa
                             field=f"sweep.{clash[0]}")
     jobs = []
     parents: list[JobSpec | None] = list(over) if over else [None]
+    count = len(parents) * math.prod(len(sweep[k]) for k in keys)
+    if count > room:
+        raise SpecError(path, f"expands to {count} jobs; a batch has at most {MAX_JOBS}: split it", job=jname,
+                        field="sweep" if keys else "foreach")
     for parent, combo in itertools.product(parents, itertools.product(*(sweep[k] for k in keys))):
         values = dict(zip(keys, combo, strict=True))
         labels = {**(parent.sweep_values if parent else {}), **values}

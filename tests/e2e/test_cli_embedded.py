@@ -111,6 +111,18 @@ def test_unknown_job_and_missing_spec_are_user_errors(tmp_path: Path) -> None:
     assert missing.returncode == 2 and missing.stderr.startswith("error: nope.yaml: cannot read spec")
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_data_file_that_cannot_be_read_is_a_user_error(tmp_path: Path) -> None:
+    spec = tmp_path / "b.yaml"
+    spec.write_text("batch: x\njobs:\n"
+                    "  - {name: a, kind: cluster, params: {dataset: wifi, data_path: /proc/self/mem}}\n")
+    proc = run(["submit", str(spec)], tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {spec}: cannot read a file it names: [Errno")
+    assert proc.stderr.count("\n") == 1
+    assert run_json(["status"], tmp_path) == []
+
+
 def test_control_plane_imports_leave_tensorflow_out() -> None:
     code = textwrap.dedent("""
         import sys

@@ -908,3 +908,62 @@ def test_job_spec_is_frozen(tmp_path: Path) -> None:
         spec.jobs[0].name = "b"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         spec.name = "c"  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Limits: what no spec needs is refused before it costs memory or reaches the database
+
+
+def test_a_sweep_past_the_batch_limit_is_refused_before_it_is_expanded(tmp_path: Path) -> None:
+    values = list(range(400))
+    e = spec_error(tmp_path, f"""
+        batch: big
+        jobs:
+          - name: a
+            kind: noop
+            sweep: {{value: {values}, seconds: {values}}}
+        """)
+    assert (e.job, e.field) == ("a", "sweep")
+    assert "expands to 160000 jobs; a batch has at most 100000" in e.message
+
+
+def test_the_batch_limit_counts_every_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import scheduler.spec
+
+    monkeypatch.setattr(scheduler.spec, "MAX_JOBS", 5)
+    e = spec_error(tmp_path, """
+        batch: big
+        jobs:
+          - {name: a, kind: noop, sweep: {value: [1, 2, 3]}}
+          - {name: b, kind: noop, sweep: {value: [1, 2, 3]}}
+        """)
+    assert e.job == "b" and "at most 5" in e.message
+    assert len(load(tmp_path, """
+        batch: fits
+        jobs:
+          - {name: a, kind: noop, sweep: {value: [1, 2, 3]}}
+          - {name: b, kind: noop, sweep: {value: [1, 2]}}
+        """).jobs) == 5
+
+
+@pytest.mark.parametrize("name", ['"a\\x00b"', '"tab\\there"', "x" * 201])
+def test_a_batch_name_must_be_short_and_printable(tmp_path: Path, name: str) -> None:
+    e = spec_error(tmp_path, f"batch: {name}\njobs: [{{name: a, kind: noop}}]\n")
+    assert e.field == "batch" and "printable" in e.message
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("batch: x\njobs: [{name: a, kind: noop, timeout: .nan}]\n", "not a finite number"),
+    ("batch: x\njobs: [{name: a, kind: noop, params: {value: -.inf}}]\n", "not a finite number"),
+    ("batch: x\njobs: [{name: a, kind: noop, timeout: 2020-02-30}]\n", "malformed YAML: day is out of range"),
+    ("batch: x\njobs: " + "[" * 100 + "]" * 100 + "\n", "nested deeper than 64 levels"),
+    ("a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nbatch: x\njobs: [*e]\n", "more than 100000 values"),
+])
+def test_values_no_spec_needs_are_refused(tmp_path: Path, text: str, says: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path, tmp_path)
+    assert_one_line(info.value)
+    assert says in info.value.message
