@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from scheduler import dispatch
 from scheduler.errors import BrokerUnavailable, SpecError, UserError
-from scheduler.filters import JobQuery, MetricFilter, ParamFilter, compare, parse_since
+from scheduler.filters import MAX_ID, JobQuery, MetricFilter, ParamFilter, compare, job_ids, parse_since
 from scheduler.service import ControlPlane
 from scheduler.spec import first_line, parse_spec, read_spec_text
 from storage import queries
@@ -47,7 +47,6 @@ from storage.records import Artifact, Job
 from storage.status import JobStatus
 
 API = "/api/v1"
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 MAX_BODY = 10 * 1024 * 1024  # bytes of a submitted spec
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
@@ -524,7 +523,7 @@ def metrics(cp: Plane, job: Annotated[list[int], Query(description="a job id (re
             limit: Limit = 1000, offset: Offset = 0) -> dict[str, Any]:
     """Metrics of several jobs (``job``, repeatable) or of a whole ``batch``, as ``latentfarm metrics``."""
     with reading(cp) as s:
-        found = queries.job_metrics(s, _job_ids(s, job, batch), key)
+        found = queries.job_metrics(s, job_ids(s, job, batch, "job=ID, repeatable", "batch=ID"), key)
     return _page(found[offset:offset + limit], len(found), limit, offset)
 
 
@@ -546,7 +545,7 @@ def artifacts(cp: Plane, job: Annotated[list[int], Query(description="a job id (
               limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     """Artifacts of several jobs or of a batch, as ``latentfarm artifacts``."""
     with reading(cp) as s:
-        found = _keep(queries.artifacts_of(s, _job_ids(s, job, batch)), name, type)
+        found = _keep(queries.artifacts_of(s, job_ids(s, job, batch, "job=ID, repeatable", "batch=ID")), name, type)
     return _page([_artifact_out(a) for a in found[offset:offset + limit]], len(found), limit, offset)
 
 
@@ -598,20 +597,6 @@ def retry_job(job_id: Id, cp: Plane) -> dict[str, Any]:
     except UserError as e:  # it changed status in between
         raise HTTPException(409, str(e)) from e
     return {"job": job_id, "queued": queued}
-
-
-def _job_ids(s: Session, jobs: list[int], batch: int | None) -> list[int]:
-    ids = list(jobs)
-    if batch is not None:
-        queries.get_batch(s, batch)
-        ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
-    if not ids:
-        raise UserError("name one or more jobs (job=ID, repeatable) or a batch (batch=ID)")
-    found = {j.id for j in queries.jobs_by_ids(s, [i for i in jobs if 1 <= i <= MAX_ID])}
-    missing = [i for i in jobs if i not in found]
-    if missing:
-        raise NotFound(f"no job {missing[0]}")
-    return ids
 
 
 def _keep(found: list[Artifact], name: str | None, media_type: str | None) -> list[Artifact]:

@@ -23,6 +23,7 @@ import click
 from scheduler import dispatch
 from scheduler.demo import run_demo
 from scheduler.errors import LatentfarmError, UserError
+from scheduler.filters import job_ids
 from scheduler.render import ago, dumps, duration, table, to_jsonable
 from scheduler.service import ControlPlane
 from scheduler.settings import Settings
@@ -259,7 +260,7 @@ def metrics(jobs: tuple[int, ...], batch: int | None, key: str | None, as_json: 
     """Metrics of JOBS (or of a --batch): one row per job and step (epoch)."""
     cp = _open()
     with cp.store.session() as s:
-        ids = _job_ids(s, jobs, batch)
+        ids = job_ids(s, list(jobs), batch)
         found = queries.job_metrics(s, ids, key)
     if as_csv:
         click.echo(_csv(["job", "key", "step", "value", "time"],
@@ -281,7 +282,7 @@ def artifacts(jobs: tuple[int, ...], batch: int | None, name: str | None, media_
     """Artifacts of JOBS (or of a --batch), with their files in the artifact store."""
     cp = _open()
     with cp.store.session() as s:
-        found = [a for a in queries.artifacts_of(s, _job_ids(s, jobs, batch))
+        found = [a for a in queries.artifacts_of(s, job_ids(s, list(jobs), batch))
                  if (name is None or a.name == name) and (media_type is None or a.media_type == media_type)]
     rows = [(a.job_id, a.name, a.media_type, a.bytes, a.sha256, str(cp.store.artifacts.path_of(a.uri)))
             for a in found]
@@ -292,19 +293,6 @@ def artifacts(jobs: tuple[int, ...], batch: int | None, name: str | None, media_
     else:
         click.echo(table(["job", "name", "type", "bytes", "sha256", "path"],
                          [(*r[:4], r[4][:12], r[5]) for r in rows]))
-
-
-def _job_ids(s: Any, jobs: tuple[int, ...], batch: int | None) -> list[int]:
-    """The jobs named (each must exist) plus those of ``batch``."""
-    ids = list(jobs)
-    if batch is not None:
-        queries.get_batch(s, batch)
-        ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
-    if not ids:
-        raise UserError("name one or more jobs, or --batch")
-    for i in jobs:
-        queries.require_job(s, i)
-    return ids
 
 
 def _csv(header: list[str], rows: list[Any]) -> str:

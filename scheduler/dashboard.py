@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 
 from scheduler import charts
 from scheduler.errors import UserError
+from scheduler.filters import MAX_ID, final_metrics
 from scheduler.filters import compare as compare_sweep
-from scheduler.filters import final_metrics
 from scheduler.service import ControlPlane
 from storage import queries
 from storage.errors import DatabaseUnavailable, NotFound
@@ -41,7 +41,6 @@ JOBS_PER_PAGE = 200
 GALLERY_JOBS = 24  # sample jobs whose images the batch page shows side by side
 STATUSES = [s.value for s in JobStatus]
 ACTIVE = ("pending", "queued", "running")
-MAX_ID = 2**31 - 1
 
 Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 templates = Jinja2Templates(directory=str(HERE / "templates"))

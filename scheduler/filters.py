@@ -21,7 +21,10 @@ from sqlalchemy.orm import Session
 
 from scheduler.errors import UserError
 from storage import queries
+from storage.errors import NotFound
 from storage.records import Job, Metric
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
@@ -149,6 +152,22 @@ class JobQuery:
         kept = select_jobs(found, finals, self.params, self.where, self.sort, self.descending)
         page = kept[offset:] if limit is None else kept[offset:offset + limit]
         return page, {j.id: finals.get(j.id, {}) for j in page}, len(kept)
+
+
+def job_ids(session: Session, jobs: Sequence[int], batch: int | None, jobs_how: str = "JOB...",
+            batch_how: str = "--batch") -> list[int]:
+    """The jobs named (each must exist: NotFound names the first that does not) and those of ``batch``."""
+    ids = list(jobs)
+    if batch is not None:
+        queries.get_batch(session, batch)
+        ids += [j.id for j in queries.list_jobs(session, batch_id=batch)]
+    if not ids:
+        raise UserError(f"name one or more jobs ({jobs_how}) or a batch ({batch_how})")
+    found = {j.id for j in queries.jobs_by_ids(session, [i for i in jobs if 1 <= i <= MAX_ID])}
+    missing = [i for i in jobs if i not in found]
+    if missing:
+        raise NotFound(f"no job {missing[0]}")
+    return ids
 
 
 def compare(session: Session, batch: int, metric: str, by: str, higher_is_better: bool = False) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def test_metrics_and_artifacts_as_csv_and_json(farm: Path) -> None:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["artifacts"], "error: name one or more jobs, or --batch"),
+    (["artifacts"], "error: name one or more jobs (JOB...) or a batch (--batch)"),
     (["artifacts", "--batch", "7"], "error: no batch 7"),
     (["jobs", "--where", "value~2"], "error: --where: expected METRIC OP NUMBER with OP one of < <= > >= = !=, "
                                      "e.g. 'test_loss<0.1', got 'value~2'"),
