@@ -1,0 +1,96 @@
+"""How long the API and the dashboard take to answer over a 10,000-job batch, on SQLite and PostgreSQL.
+
+A sweep of N noop jobs is submitted (they stay queued: no worker runs) and each job is given a final metric
+``value`` directly in the database, so the metric filters have something to read. Each request is made in
+process through the ASGI app (no network), ``--repeat`` times; the median and the slowest are printed, in ms.
+
+    python benchmarks/api_latency.py [--jobs 10000] [--repeat 5] [--backends sqlite,postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REQUESTS = [
+    ("/api/v1/batches", "batches, first page"),
+    ("/api/v1/batches/1", "one batch (counts, progress)"),
+    ("/api/v1/jobs?batch=1&limit=50", "jobs, first page (SQL)"),
+    ("/api/v1/jobs?batch=1&limit=50&offset={deep}", "jobs, a page at offset 0.9 N (SQL)"),
+    ("/api/v1/jobs?batch=1&param=value={mid}", "jobs by param (all read)"),
+    ("/api/v1/jobs?batch=1&where=value>{mid}&sort=value&desc=true&limit=50", "jobs by final metric, sorted"),
+    ("/api/v1/jobs/{mid}/metrics", "one job's metrics"),
+    ("/api/v1/batches/1/compare?metric=value&by=value", "compare over N values"),
+    ("/", "dashboard: batches"),
+    ("/batches/1", "dashboard: batch page (200 jobs)"),
+    ("/jobs/{mid}", "dashboard: job page"),
+]
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as d:
+            yield f"sqlite:///{d}/bench.db"
+    else:
+        from benchmarks.services import pg_schema
+
+        with pg_schema() as url:
+            yield url
+
+
+def run(backend: str, jobs: int, repeat: int) -> list[tuple[str, float, float]]:
+    from fastapi.testclient import TestClient
+    from sqlalchemy import insert
+
+    from scheduler.api import create_app
+    from scheduler.service import ControlPlane
+    from scheduler.settings import Settings
+    from scheduler.spec import parse_spec
+    from storage.models import MetricRow
+
+    with database(backend) as url, tempfile.TemporaryDirectory() as artifacts:
+        cp = ControlPlane.open(Settings.from_env({"LATENTFARM_DATABASE_URL": url, "LATENTFARM_ARTIFACTS": artifacts}),
+                               upgrade=True)
+        spec = {"batch": "bench", "jobs": [{"name": "a", "kind": "noop", "sweep": {"value": list(range(jobs))}}]}
+        result = cp.submit(parse_spec(spec, "bench", Path.cwd(), Path.cwd()))
+        with cp.store.session() as s:
+            s.execute(insert(MetricRow), [{"job_id": i, "key": "value", "step": 0, "value": float(n)}
+                                          for n, i in enumerate(result.job_ids.values())])
+        client = TestClient(create_app(cp))
+        rows = []
+        for path, what in REQUESTS:
+            times = []
+            for _ in range(repeat):
+                t = time.perf_counter()
+                r = client.get(path.format(mid=jobs // 2, deep=jobs * 9 // 10))
+                times.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, (path, r.status_code, r.text[:200])
+            rows.append((what, statistics.median(times), max(times)))
+        cp.store.engine.dispose()
+        return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--backends", default="sqlite,postgres")
+    args = ap.parse_args()
+    for backend in args.backends.split(","):
+        rows = run(backend, args.jobs, args.repeat)
+        print(f"\n{backend}, {args.jobs} jobs: median / slowest of {args.repeat}, ms")
+        for what, median, worst in rows:
+            print(f"  {what:<38} {median:8.1f} {worst:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
