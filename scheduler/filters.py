@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import yaml
 from sqlalchemy.orm import Session
@@ -25,6 +25,17 @@ from storage.errors import NotFound
 from storage.records import Job, Metric
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+
+
+class HasParams(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+
+J = TypeVar("J", bound=HasParams)
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
@@ -49,7 +60,7 @@ class ParamFilter:
             value = raw
         return cls(name.strip(), value)
 
-    def keeps(self, job: Job) -> bool:
+    def keeps(self, job: HasParams) -> bool:
         if self.name not in job.params:
             return False
         have = job.params[self.name]
@@ -92,8 +103,8 @@ def final_metrics(metrics: Iterable[Metric]) -> dict[int, dict[str, float]]:
     return out
 
 
-def select_jobs(jobs: Sequence[Job], finals: dict[int, dict[str, float]], params: Sequence[ParamFilter] = (),
-                where: Sequence[MetricFilter] = (), sort: str | None = None, descending: bool = False) -> list[Job]:
+def select_jobs(jobs: Sequence[J], finals: dict[int, dict[str, float]], params: Sequence[ParamFilter] = (),
+                where: Sequence[MetricFilter] = (), sort: str | None = None, descending: bool = False) -> list[J]:
     """``jobs`` kept by every filter, ordered by the final metric ``sort`` (jobs without it last)."""
     kept = [j for j in jobs if all(p.keeps(j) for p in params) and all(w.keeps(finals.get(j.id, {})) for w in where)]
     if sort is None:
@@ -141,16 +152,21 @@ class JobQuery:
         """The page of jobs from ``offset`` (at most ``limit``), their final metrics, and how many match in all."""
         if self.batch is not None:
             queries.get_batch(session, self.batch)
+        if self.sort is not None:
+            _printable(self.sort, "sort")
         sql = (self.batch, self.kind, self.status, self.since)
         keys = self.keys
         if not self.params and not keys:  # SQL alone answers: page there
             page = queries.list_jobs(session, *sql, limit=limit, offset=offset)
             total = queries.count_jobs(session, *sql) if limit is not None else offset + len(page)
             return page, {j.id: {} for j in page}, total
-        found = queries.list_jobs(session, *sql)
-        finals = final_metrics(queries.job_metrics(session, [j.id for j in found])) if keys and found else {}
-        kept = select_jobs(found, finals, self.params, self.where, self.sort, self.descending)
-        page = kept[offset:] if limit is None else kept[offset:offset + limit]
+        # Filter on ids, params and the metrics filtered on; read whole rows for the page only.
+        light = queries.jobs_params(session, *sql)
+        finals = final_metrics(queries.metrics_of_jobs(session, keys, *sql)) if keys and light else {}
+        kept = select_jobs(light, finals, self.params, self.where, self.sort, self.descending)
+        ids = [j.id for j in (kept[offset:] if limit is None else kept[offset:offset + limit])]
+        rows = {j.id: j for j in queries.jobs_by_ids(session, ids)}
+        page = [rows[i] for i in ids if i in rows]
         return page, {j.id: finals.get(j.id, {}) for j in page}, len(kept)
 
 
@@ -174,30 +190,39 @@ def compare(session: Session, batch: int, metric: str, by: str, higher_is_better
     """The final ``metric`` of ``batch``'s jobs per value of the parameter ``by``: a row per value with the number
     of jobs, the best, mean and worst value and the best job; ``best`` is the index of the overall best row."""
     queries.get_batch(session, batch)
-    jobs = [j for j in queries.list_jobs(session, batch_id=batch) if by in j.params]
+    _printable(metric, "metric")
+    jobs = [j for j in queries.jobs_params(session, batch) if by in j.params]
     if not jobs:
         raise UserError(f"no job of batch {batch} has a parameter {by!r}")
-    metrics = queries.job_metrics(session, [j.id for j in jobs])
-    final = {job_id: values[metric] for job_id, values in final_metrics(metrics).items() if metric in values}
+    values = final_metrics(queries.metrics_of_jobs(session, [metric], batch))
+    final = {j.id: values[j.id][metric] for j in jobs if metric in values.get(j.id, {})}
     if not final:
-        known = ", ".join(sorted({m.key for m in metrics})) or "none yet"
+        known = ", ".join(queries.metric_keys(session, batch)) or "none yet"
         raise UserError(f"no job of batch {batch} with a parameter {by!r} has the metric {metric!r} "
                         f"(metrics there: {known})")
-    groups: dict[str, list[tuple[float, Job]]] = {}
+    groups: dict[str, list[tuple[float, int]]] = {}
     for j in jobs:
         if j.id in final:
-            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id], j))
+            groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id], j.id))
     pick = max if higher_is_better else min
+    best = {value: pick(members, key=lambda vj: vj[0]) for value, members in groups.items()}
+    names = {j.id: j.name for j in queries.jobs_by_ids(session, [job_id for _, job_id in best.values()])}
     rows = []
     for value in sorted(groups, key=_natural):
         scores = [v for v, _ in groups[value]]
-        best_value, best_job = pick(groups[value], key=lambda vj: vj[0])
+        best_value, best_job = best[value]
         rows.append({by: json.loads(value), "jobs": len(scores), "best": best_value,
                      "mean": sum(scores) / len(scores), "worst": (min if higher_is_better else max)(scores),
-                     "best_job": best_job.id, "best_name": best_job.name})
+                     "best_job": best_job, "best_name": names[best_job]})
     winner = pick(range(len(rows)), key=lambda i: rows[i]["best"])
     return {"batch": batch, "metric": metric, "by": by, "higher_is_better": higher_is_better, "rows": rows,
             "best": winner}
+
+
+def _printable(name: str, what: str) -> None:
+    """A metric's name goes into SQL: one no metric has (a NUL byte, which PostgreSQL refuses) is a user error."""
+    if not name.isprintable():
+        raise UserError(f"{what}: {name!r} is not a metric name")
 
 
 def _natural(value: str) -> tuple[int, Any]:

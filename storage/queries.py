@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -13,6 +13,12 @@ from storage.errors import NotFound
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
 from storage.records import Artifact, Batch, Event, Job, Metric, from_row
 from storage.status import TERMINAL, JobStatus
+
+if TYPE_CHECKING:
+    from typing import Unpack  # Python 3.11
+
+
+Q = TypeVar("Q", bound="Select[Unpack[tuple[Any, ...]]]")  # a select of any columns
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,8 @@ def count_batches(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(BatchRow)) or 0
 
 
-def _jobs_where(q: Select[Any], batch_id: int | None, kind: str | None, status: str | None,
-                since: datetime | None) -> Select[Any]:
+def _jobs_where(q: Q, batch_id: int | None, kind: str | None, status: str | None, since: datetime | None) -> Q:
+    """``q`` with the jobs filters of ``list_jobs`` (on ``JobRow``'s columns)."""
     if batch_id is not None:
         q = q.where(JobRow.batch_id == batch_id)
     if kind is not None:
@@ -124,6 +130,37 @@ def list_jobs(
     return [from_row(Job, r) for r in session.scalars(q)]
 
 
+@dataclass(frozen=True)
+class JobParams:
+    """A job's id and parameters: all a parameter filter reads."""
+
+    id: int
+    params: dict[str, Any]
+
+
+def jobs_params(session: Session, batch_id: int | None = None, kind: str | None = None, status: str | None = None,
+                since: datetime | None = None) -> list[JobParams]:
+    """The ids and params of the jobs ``list_jobs`` would return, without the rest of their rows."""
+    q = _jobs_where(select(JobRow.id, JobRow.params).order_by(JobRow.id), batch_id, kind, status, since)
+    return [JobParams(i, p) for i, p in session.execute(q)]
+
+
+def metrics_of_jobs(session: Session, keys: list[str], batch_id: int | None = None, kind: str | None = None,
+                    status: str | None = None, since: datetime | None = None) -> list[Metric]:
+    """The metrics named ``keys`` of the jobs ``list_jobs`` would return (a join, not a list of ids)."""
+    q = _jobs_where(select(MetricRow.job_id, MetricRow.key, MetricRow.step, MetricRow.value, MetricRow.time)
+                    .join(JobRow, JobRow.id == MetricRow.job_id).where(MetricRow.key.in_(keys)),
+                    batch_id, kind, status, since)
+    return [Metric(*row) for row in session.execute(q)]
+
+
+def metric_keys(session: Session, batch_id: int) -> list[str]:
+    """The names of the metrics the batch's jobs have recorded."""
+    q = (select(MetricRow.key).distinct().join(JobRow, JobRow.id == MetricRow.job_id)
+         .where(JobRow.batch_id == batch_id).order_by(MetricRow.key))
+    return list(session.scalars(q))
+
+
 def count_jobs(session: Session, batch_id: int | None = None, kind: str | None = None, status: str | None = None,
                since: datetime | None = None) -> int:
     return session.scalar(_jobs_where(select(func.count()).select_from(JobRow), batch_id, kind, status, since)) or 0
@@ -149,9 +186,11 @@ _ARTIFACTS_OF = (select(ArtifactRow).where(ArtifactRow.job_id.in_(bindparam("ids
 
 def jobs_by_ids(session: Session, job_ids: list[int]) -> list[Job]:
     """The jobs with these ids, in id order (one query); ids of no job are left out."""
-    if not job_ids:
-        return []
-    return [from_row(Job, r) for r in session.scalars(_JOBS_BY_IDS, {"ids": list(job_ids)})]
+    ids = list(job_ids)
+    # in slices: SQLite takes at most 32766 parameters in a statement
+    found = [from_row(Job, r) for i in range(0, len(ids), 10_000)
+             for r in session.scalars(_JOBS_BY_IDS, {"ids": ids[i:i + 10_000]})]
+    return sorted(found, key=lambda j: j.id)
 
 
 def parent_jobs(session: Session, job_id: int) -> list[Job]:
