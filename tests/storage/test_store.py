@@ -224,3 +224,23 @@ def test_sqlite_uses_wal_and_a_busy_timeout(sqlite_store: Store) -> None:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_light_reads_for_the_filters(store: Store) -> None:
+    b1, ids = _batch(store, ["a", "b", "c"], [])
+    b2, other = _batch(store, ["a"], [], fp="other")
+    with store.session() as s:
+        jobrepo.put_metrics(s, ids["a"], {"loss": 0.3, "acc": 0.9})
+        jobrepo.put_metric(s, ids["b"], "loss", 0.5, 1)
+        jobrepo.put_metric(s, other["a"], "loss", 0.1)
+        jobrepo.put_metric(s, other["a"], "other", 1.0)
+    with store.session() as s:
+        assert [(j.id, j.params) for j in queries.jobs_params(s, b1)] == [(ids[n], {"n": n}) for n in "abc"]
+        assert queries.jobs_params(s, b1, kind="train") == []
+        got = sorted((m.job_id, m.key, m.step, m.value) for m in queries.metrics_of_jobs(s, ["loss"], b1))
+        assert got == [(ids["a"], "loss", 0, 0.3), (ids["b"], "loss", 1, 0.5)]
+        assert queries.metric_keys(s, b1) == ["acc", "loss"]
+        assert queries.metric_keys(s, b2) == ["loss", "other"]
+        # by id, in id order, ids of no job left out, read in slices past SQLite's parameter limit
+        wanted = [ids["c"], other["a"], 10**6, ids["a"]] + list(range(2 * 10**6, 2 * 10**6 + 40_000))
+        assert [j.id for j in queries.jobs_by_ids(s, wanted)] == sorted([ids["a"], ids["c"], other["a"]])
