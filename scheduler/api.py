@@ -647,9 +647,40 @@ def serve(cp: ControlPlane, host: str | None, port: int, token: str | None, out:
         return
     from scheduler.embedded import in_process_worker
 
-    print("embedded default: batches submitted here run in this process", file=out, flush=True)
-    with in_process_worker(cp.app):
+    every = min(max(cp.settings.lease_seconds / 6, 0.5), 10.0)
+    print(f"embedded default: batches submitted here run in this process; every {every:g} s it also picks up "
+          "the jobs an interrupted `latentfarm submit` left running or queued", file=out, flush=True)
+    with in_process_worker(cp.app), _reaping(cp, every, out):
         server.run()
+
+
+@contextmanager
+def _reaping(cp: ControlPlane, every: float, out: TextIO) -> Iterator[None]:
+    """The reaper in a thread, for the embedded default, where no `latentfarm scheduler` runs: a job whose
+    process died (its lease ran out) is requeued onto this process's broker, and a queued job whose message was
+    in another process's memory is sent again, so this process's worker runs them."""
+    from scheduler.reaper import reap
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                report = reap(cp.store, cp.app, cp.settings)
+                if report:
+                    print(f"{datetime.now():%H:%M:%S} reaped: {report.describe()}", file=out, flush=True)
+            except Exception as e:  # the database is busy or away: the next pass tries again
+                print(f"{datetime.now():%H:%M:%S} reaper: {e}", file=out, flush=True)
+            if stop.wait(every):
+                return
+
+    thread = threading.Thread(target=loop, name="latentfarm-reaper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
 
 
 def api_token(env: dict[str, str] | None = None) -> str | None:

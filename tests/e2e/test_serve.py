@@ -173,6 +173,37 @@ def test_with_a_token_writes_need_it_and_a_batch_runs_in_the_server(tmp_path: Pa
         assert sorted(m["value"] for m in metrics["items"]) == [1.0, 1.0, 2.0]
 
 
+def test_on_the_embedded_default_it_runs_what_an_interrupted_submit_left(tmp_path: Path) -> None:
+    import sqlite3
+
+    env = clean_env(LATENTFARM_LEASE_SECONDS="3", LATENTFARM_RESEND_AFTER="1")
+    spec = tmp_path / "b.yaml"
+    spec.write_text("batch: cut\njobs:\n  - {name: a, kind: noop, params: {seconds: 4}}\n"
+                    "  - {name: b, kind: noop, needs: a}\n")
+    submit = subprocess.Popen([latentfarm_bin(), "submit", str(spec)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def status(name: str) -> tuple[str, int] | None:
+        try:
+            with sqlite3.connect(tmp_path / "latentfarm.db") as db:
+                return db.execute("SELECT status, attempts FROM jobs WHERE name = ?", (name,)).fetchone()
+        except sqlite3.OperationalError:  # not created yet
+            return None
+
+    deadline = time.monotonic() + 60
+    while status("a") != ("running", 1):
+        assert time.monotonic() < deadline and submit.poll() is None, "job a never ran"
+        time.sleep(0.05)
+    submit.kill()  # a user's kill -9 (or a laptop's sleep): job a stays `running`, job b `pending`
+    submit.wait()
+    assert (status("a"), status("b")) == (("running", 1), ("pending", 0))
+    with serving(tmp_path, env) as server:
+        batch = server.wait_batch(1, timeout=60)
+        assert batch["status"] == "succeeded", server.output()
+        assert status("a") == ("succeeded", 2) and status("b") == ("succeeded", 1)
+        assert "reaped: 1 requeued" in server.output()
+
+
 @pytest.mark.redis
 @pytest.mark.postgres
 def test_production_a_worker_process_runs_what_is_submitted_over_http(tmp_path: Path, redis_url: str,
