@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, StatementError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from scheduler import dispatch
 from scheduler.errors import BrokerUnavailable, SpecError, UserError
@@ -411,14 +412,16 @@ async def submit_batch(request: Request, response: Response, cp: Plane,
                        no_cache: Annotated[bool, Query(description="run every job, even cached ones")] = False,
                        ) -> dict[str, Any]:
     """Submit a batch: validated whole before anything is written; its ready jobs are queued at once."""
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise HTTPException(413, f"the spec is {len(body)} bytes; at most {MAX_BODY} are accepted")
+    body = bytearray()
+    async for chunk in request.stream():  # read no more than the limit, whatever the client sends
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, f"the spec is over {MAX_BODY} bytes, the most accepted")
     media = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
     if media != "application/json" and media not in YAML_TYPES:
         raise HTTPException(415, f"send the spec as application/json or application/yaml, not {media}")
     try:
-        source = body.decode("utf-8")
+        source = bytes(body).decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError("request body", f"not UTF-8 text (byte {e.start})") from e
     if not source.strip():
@@ -436,8 +439,6 @@ async def submit_batch(request: Request, response: Response, cp: Plane,
             return cp.submit(parse_spec(raw, "request body", Path.cwd(), cp.settings.data_dir), no_cache=no_cache)
         except OSError as e:  # one exists but cannot be read here (the broker's and database's errors are others)
             raise SpecError("request body", f"cannot read a file it names: {first_line(e)}") from e
-
-    from starlette.concurrency import run_in_threadpool
 
     result = await run_in_threadpool(run)
     url = f"{API}/batches/{result.batch_id}"

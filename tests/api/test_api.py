@@ -210,7 +210,7 @@ BAD_SUBMITS: dict[str, tuple[bytes | str, str, int, str]] = {
     "html": ("<html></html>", "text/html", 415, "send the spec as application/json or application/yaml"),
     "form": ("batch=x", "application/x-www-form-urlencoded", 415, "not application/x-www-form-urlencoded"),
     "xml": ("<batch/>", "application/xml", 415, "not application/xml"),
-    "too-large": ("#" * (MAX_BODY + 1), "application/yaml", 413, f"at most {MAX_BODY} are accepted"),
+    "too-large": ("#" * (MAX_BODY + 1), "application/yaml", 413, f"over {MAX_BODY} bytes, the most accepted"),
 }
 
 
