@@ -114,12 +114,17 @@ def serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]
             time.sleep(0.2)
         yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a warm shutdown), then SIGKILL after 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def test_without_a_token_it_serves_this_machine_only(tmp_path: Path) -> None:
@@ -227,12 +232,7 @@ def test_production_a_worker_process_runs_what_is_submitted_over_http(tmp_path: 
         try:
             batch = server.wait_batch(out["batch"])
         finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop(worker)
         assert batch["status"] == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
         _, _, jobs = server.call("GET", f"/jobs?batch={out['batch']}")
         assert {j["worker"].split("@")[0] for j in jobs["items"]} == {"w"}
