@@ -33,7 +33,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DataError, StatementError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from scheduler import dispatch
@@ -235,12 +234,6 @@ def plane(request: Request) -> ControlPlane:
 Plane = Annotated[ControlPlane, Depends(plane)]
 
 
-@contextmanager
-def reading(cp: ControlPlane) -> Iterator[Session]:
-    with cp.store.session() as s:
-        yield s
-
-
 _bearer = HTTPBearer(auto_error=False, description="LATENTFARM_API_TOKEN, needed for writes when it is set")
 
 
@@ -362,7 +355,7 @@ router = APIRouter(prefix=API, dependencies=[Depends(known_query)])
 @router.get("/health", response_model=Health, tags=["service"])
 def health(request: Request, cp: Plane) -> dict[str, Any]:
     """Whether the server can read the database."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         s.execute(text("SELECT 1"))
     from importlib.metadata import version
 
@@ -373,7 +366,7 @@ def health(request: Request, cp: Plane) -> dict[str, Any]:
 @router.get("/batches", response_model=Page[BatchOut], responses=ERRORS, tags=["batches"])
 def list_batches(cp: Plane, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     """Batches, the most recent first, with their jobs counted by status and their progress."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         found = queries.list_batches(s, limit, offset)
         total = queries.count_batches(s)
     return _page([_batch_out(b) for b in found], total, limit, offset)
@@ -382,7 +375,7 @@ def list_batches(cp: Plane, limit: Limit = 50, offset: Offset = 0) -> dict[str, 
 @router.get("/batches/{batch_id}", response_model=BatchOut, responses=ERRORS, tags=["batches"])
 def get_batch(batch_id: Id, cp: Plane) -> dict[str, Any]:
     """A batch with its spec, its jobs counted by status and its progress."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         return _batch_out(queries.batch_summary(s, batch_id), with_spec=True)
 
 
@@ -453,7 +446,7 @@ def compare_batch(batch_id: Id, cp: Plane,
                   by: Annotated[str, Query(min_length=1, max_length=200, description="a parameter, e.g. z_dim")],
                   higher_is_better: bool = False) -> dict[str, Any]:
     """The final metric of the batch's jobs per value of a parameter: best, mean and worst per value."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         result = compare(s, batch_id, metric, by, higher_is_better)
     result["rows"] = [{"value": r.pop(by), **r} for r in result["rows"]]
     return result
@@ -463,7 +456,7 @@ def compare_batch(batch_id: Id, cp: Plane,
              dependencies=[Depends(writer)], tags=["batches"])
 def cancel_batch(batch_id: Id, cp: Plane) -> dict[str, list[int]]:
     """Cancel every unfinished job of the batch; running jobs stop at their next check."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         queries.get_batch(s, batch_id)
         ids = [j.id for j in queries.list_jobs(s, batch_id=batch_id)]
     return dispatch.cancel(cp.store, ids)
@@ -486,7 +479,7 @@ def list_jobs(
     """Jobs filtered as by ``latentfarm jobs``: batch, kind, status, since, parameter values, final metrics."""
     query = JobQuery(batch, kind, status, parse_since(since, "since"), [ParamFilter.parse(p, "param") for p in param],
                      [MetricFilter.parse(w, "where") for w in where], sort, desc)
-    with reading(cp) as s:
+    with cp.store.session() as s:
         found, finals, total = query.run(s, limit, offset)
     keys = set(query.keys)
     return _page([_job_out(j, metrics={k: v for k, v in finals.get(j.id, {}).items() if k in keys}) for j in found],
@@ -496,14 +489,14 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS, tags=["jobs"])
 def get_job(job_id: Id, cp: Plane) -> dict[str, Any]:
     """A job: its params, status, progress, attempts, where it ran, its error."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         return _job_out(queries.require_job(s, job_id), parents=queries.job_parents(s, job_id))
 
 
 @router.get("/jobs/{job_id}/events", response_model=Page[EventOut], responses=ERRORS, tags=["jobs"])
 def job_events(job_id: Id, cp: Plane, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     """What happened to the job, oldest first: status changes, retries, cancels."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         queries.require_job(s, job_id)
         events = queries.job_events(s, job_id)
     return _page(events[offset:offset + limit], len(events), limit, offset)
@@ -512,7 +505,7 @@ def job_events(job_id: Id, cp: Plane, limit: Limit = 100, offset: Offset = 0) ->
 @router.get("/jobs/{job_id}/metrics", response_model=Page[MetricOut], responses=ERRORS, tags=["jobs"])
 def job_metrics(job_id: Id, cp: Plane, key: Name = None, limit: Limit = 1000, offset: Offset = 0) -> dict[str, Any]:
     """The job's metric series, by key then step (an epoch, a k; 0 for final values)."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         queries.require_job(s, job_id)
         found = queries.job_metrics(s, [job_id], key)
     return _page(found[offset:offset + limit], len(found), limit, offset)
@@ -523,7 +516,7 @@ def metrics(cp: Plane, job: Annotated[list[int], Query(description="a job id (re
             batch: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, key: Name = None,
             limit: Limit = 1000, offset: Offset = 0) -> dict[str, Any]:
     """Metrics of several jobs (``job``, repeatable) or of a whole ``batch``, as ``latentfarm metrics``."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         found = queries.job_metrics(s, job_ids(s, job, batch, "job=ID, repeatable", "batch=ID"), key)
     return _page(found[offset:offset + limit], len(found), limit, offset)
 
@@ -533,7 +526,7 @@ def job_artifacts(job_id: Id, cp: Plane, name: Name = None,
                   type: Annotated[str | None, Query(max_length=200, description="a media type")] = None,  # noqa: A002
                   limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     """The job's artifacts (metadata; ``url`` downloads one)."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         queries.require_job(s, job_id)
         found = _keep(queries.job_artifacts(s, job_id), name, type)
     return _page([_artifact_out(a) for a in found[offset:offset + limit]], len(found), limit, offset)
@@ -545,14 +538,14 @@ def artifacts(cp: Plane, job: Annotated[list[int], Query(description="a job id (
               type: Annotated[str | None, Query(max_length=200, description="a media type")] = None,  # noqa: A002
               limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     """Artifacts of several jobs or of a batch, as ``latentfarm artifacts``."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         found = _keep(queries.artifacts_of(s, job_ids(s, job, batch, "job=ID, repeatable", "batch=ID")), name, type)
     return _page([_artifact_out(a) for a in found[offset:offset + limit]], len(found), limit, offset)
 
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, responses=ERRORS, tags=["artifacts"])
 def artifact(artifact_id: Id, cp: Plane) -> dict[str, Any]:
-    with reading(cp) as s:
+    with cp.store.session() as s:
         return _artifact_out(queries.get_artifact(s, artifact_id))
 
 
@@ -567,7 +560,7 @@ def artifact(artifact_id: Id, cp: Plane) -> dict[str, Any]:
 def artifact_content(artifact_id: Id, request: Request, cp: Plane) -> FileResponse:
     """Download an artifact: its media type, ``Range: bytes=a-b`` for a part, ``ETag`` its sha256. The blob is
     checked against its stored sha256 before any of it is served."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         a = queries.get_artifact(s, artifact_id)
     path = cp.store.artifacts.path_of(a.uri)
     request.app.state.verified.check(path, a.sha256, f"artifact {a.id} ({a.name} of job {a.job_id})")
@@ -589,7 +582,7 @@ def cancel_job(job_id: Id, cp: Plane) -> dict[str, list[int]]:
              dependencies=[Depends(writer)], tags=["jobs"])
 def retry_job(job_id: Id, cp: Plane) -> dict[str, Any]:
     """Run a failed or cancelled job again; its cancelled descendants run after it. 409 for other jobs."""
-    with reading(cp) as s:
+    with cp.store.session() as s:
         job = queries.require_job(s, job_id)
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise HTTPException(409, f"job {job_id} is {job.status.value}: only failed or cancelled jobs can be retried")

@@ -253,7 +253,7 @@ def succeeded_by_fingerprint(session: Session, fingerprints: Iterable[str]) -> d
             JobRow.fingerprint == any_(bindparam("fps", fps, type_=ARRAY(String(64)))),
             JobRow.status == JobStatus.SUCCEEDED.value))
         return {fp: job_id for fp, job_id in rows}
-    for chunk in _chunks(fps):  # bound the bind parameters of one statement (SQLite caps them)
+    for chunk in chunks(fps):  # bound the bind parameters of one statement (SQLite caps them)
         rows = session.execute(lookup.where(JobRow.fingerprint.in_(chunk), JobRow.status == JobStatus.SUCCEEDED.value))
         out.update({fp: job_id for fp, job_id in rows})
     return out
@@ -311,7 +311,8 @@ def descendants(session: Session, job_id: int) -> list[int]:
     seen: dict[int, None] = {}
     frontier = [job_id]
     while frontier:
-        children = session.scalars(select(JobDepRow.child_id).where(JobDepRow.parent_id.in_(frontier))).all()
+        children = [c for part in chunks(frontier)
+                    for c in session.scalars(select(JobDepRow.child_id).where(JobDepRow.parent_id.in_(part)))]
         frontier = [c for c in children if c not in seen]
         seen.update(dict.fromkeys(frontier))
     return list(seen)
@@ -343,7 +344,8 @@ def request_cancel(session: Session, job_ids: Iterable[int], reason: str) -> dic
 _CHUNK = 1000  # ids per statement: SQLite and PostgreSQL both cap the bind parameters of one statement
 
 
-def _chunks(items: list[Any], size: int | None = None) -> Iterable[list[Any]]:
+def chunks(items: list[Any], size: int | None = None) -> Iterable[list[Any]]:
+    """``items`` in slices of ``size`` (default ``_CHUNK``): one statement's worth of bind parameters each."""
     step = size or _CHUNK
     for k in range(0, len(items), step):
         yield items[k:k + step]
@@ -398,7 +400,7 @@ def mark_cached(session: Session, sources: Mapping[int, int]) -> list[int]:
         raise ValueError("illegal job transition pending -> succeeded")
     now = utcnow()
     moved: list[Any] = []
-    for chunk in _chunks(sorted(sources)):
+    for chunk in chunks(sorted(sources)):
         moved += session.execute(
             update(_JOBS)
             .where(_JOBS.c.id.in_(chunk), _JOBS.c.status == JobStatus.PENDING.value)
@@ -422,7 +424,7 @@ def copy_results_many(session: Session, pairs: Iterable[tuple[int, int]]) -> Non
     now = utcnow()
     artifacts: list[dict[str, Any]] = []
     metrics: list[dict[str, Any]] = []
-    for chunk in _chunks(sorted(targets)):
+    for chunk in chunks(sorted(targets)):
         for a in session.execute(select(ArtifactRow.__table__).where(ArtifactRow.job_id.in_(chunk))):
             artifacts += [{"job_id": t, "name": a.name, "uri": a.uri, "sha256": a.sha256, "bytes": a.bytes,
                            "media_type": a.media_type, "meta": dict(a.meta or {}), "created_at": now}
@@ -430,7 +432,7 @@ def copy_results_many(session: Session, pairs: Iterable[tuple[int, int]]) -> Non
         for m in session.execute(select(MetricRow.__table__).where(MetricRow.job_id.in_(chunk))):
             metrics += [{"job_id": t, "key": m.key, "step": m.step, "value": m.value, "time": m.time}
                         for t in targets[m.job_id]]
-    for rows in _chunks(artifacts, max(_CHUNK // 2, 1)):  # as put_artifact: one of the same name is replaced
+    for rows in chunks(artifacts, max(_CHUNK // 2, 1)):  # as put_artifact: one of the same name is replaced
         _upsert(session, ArtifactRow, rows, ["job_id", "name"],
                 ["uri", "sha256", "bytes", "media_type", "meta", "created_at"])
     if metrics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -10,6 +11,7 @@ from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
+from storage.jobs import chunks
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
 from storage.records import Artifact, Batch, Event, Job, Metric, from_row
 from storage.status import TERMINAL, JobStatus
@@ -184,13 +186,14 @@ _ARTIFACTS_OF = (select(ArtifactRow).where(ArtifactRow.job_id.in_(bindparam("ids
                  .order_by(ArtifactRow.job_id, ArtifactRow.name))
 
 
-def jobs_by_ids(session: Session, job_ids: list[int]) -> list[Job]:
-    """The jobs with these ids, in id order (one query); ids of no job are left out."""
-    ids = list(job_ids)
-    # in slices: SQLite takes at most 32766 parameters in a statement
-    found = [from_row(Job, r) for i in range(0, len(ids), 10_000)
-             for r in session.scalars(_JOBS_BY_IDS, {"ids": ids[i:i + 10_000]})]
-    return sorted(found, key=lambda j: j.id)
+def _id_slices(ids: Iterable[int]) -> Iterable[list[int]]:
+    """``ids`` in order, without repeats, a slice per statement (PostgreSQL takes at most 65535 parameters in one)."""
+    return chunks(sorted(set(ids)))
+
+
+def jobs_by_ids(session: Session, job_ids: Iterable[int]) -> list[Job]:
+    """The jobs with these ids, in id order; ids of no job are left out."""
+    return [from_row(Job, r) for ids in _id_slices(job_ids) for r in session.scalars(_JOBS_BY_IDS, {"ids": ids})]
 
 
 def parent_jobs(session: Session, job_id: int) -> list[Job]:
@@ -198,19 +201,18 @@ def parent_jobs(session: Session, job_id: int) -> list[Job]:
     return [from_row(Job, r) for r in session.scalars(_PARENT_JOBS, {"job_id": job_id})]
 
 
-def artifacts_of(session: Session, job_ids: list[int]) -> list[Artifact]:
-    """Every artifact of these jobs, by job id and name (one query)."""
-    if not job_ids:
-        return []
-    return [from_row(Artifact, r) for r in session.scalars(_ARTIFACTS_OF, {"ids": list(job_ids)})]
+def artifacts_of(session: Session, job_ids: Iterable[int]) -> list[Artifact]:
+    """Every artifact of these jobs, by job id and name."""
+    return [from_row(Artifact, r) for ids in _id_slices(job_ids) for r in session.scalars(_ARTIFACTS_OF, {"ids": ids})]
 
 
-def job_metrics(session: Session, job_ids: list[int], key: str | None = None) -> list[Metric]:
-    q = select(MetricRow).where(MetricRow.job_id.in_(job_ids)).order_by(MetricRow.job_id, MetricRow.key,
-                                                                         MetricRow.step)
+def job_metrics(session: Session, job_ids: Iterable[int], key: str | None = None) -> list[Metric]:
+    """The metrics of these jobs, by job id, key and step."""
+    q = (select(MetricRow).where(MetricRow.job_id.in_(bindparam("ids", expanding=True)))
+         .order_by(MetricRow.job_id, MetricRow.key, MetricRow.step))
     if key is not None:
         q = q.where(MetricRow.key == key)
-    return [from_row(Metric, r) for r in session.scalars(q)]
+    return [from_row(Metric, r) for ids in _id_slices(job_ids) for r in session.scalars(q, {"ids": ids})]
 
 
 def get_artifact(session: Session, artifact_id: int) -> Artifact:

@@ -156,6 +156,16 @@ def test_descendants_and_cancellation(store: Store) -> None:
         assert d.cancel_requested and d.status is JobStatus.RUNNING
 
 
+def test_descendants_of_a_wide_fan_out_read_in_slices(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobrepo, "_CHUNK", 2)  # a frontier of 5 jobs takes 3 statements
+    wide = [f"b{i}" for i in range(5)]
+    _, ids = _batch(store, ["a", *wide, "z"], [("a", b) for b in wide] + [(b, "z") for b in wide])
+    with store.session() as s:
+        found = jobrepo.descendants(s, ids["a"])
+        assert sorted(found) == sorted(ids[n] for n in [*wide, "z"]) and len(found) == 6
+        assert queries.artifacts_of(s, [ids[n] for n in wide]) == []
+
+
 def test_metrics_are_replaced_per_key_and_step(store: Store) -> None:
     _, ids = _batch(store, ["a"], [])
     with store.session() as s:
@@ -241,6 +251,22 @@ def test_light_reads_for_the_filters(store: Store) -> None:
         assert got == [(ids["a"], "loss", 0, 0.3), (ids["b"], "loss", 1, 0.5)]
         assert queries.metric_keys(s, b1) == ["acc", "loss"]
         assert queries.metric_keys(s, b2) == ["loss", "other"]
-        # by id, in id order, ids of no job left out, read in slices past SQLite's parameter limit
-        wanted = [ids["c"], other["a"], 10**6, ids["a"]] + list(range(2 * 10**6, 2 * 10**6 + 40_000))
+
+def test_reads_by_a_list_of_ids_past_the_databases_parameter_limits(store: Store) -> None:
+    """PostgreSQL takes at most 65535 parameters in a statement: reads by 70,000 ids go in slices."""
+    _, ids = _batch(store, ["a", "b", "c"], [])
+    _, other = _batch(store, ["a"], [], fp="other")
+    with store.session() as s:
+        jobrepo.put_metrics(s, ids["a"], {"loss": 0.3})
+        jobrepo.put_metric(s, other["a"], "loss", 0.1)
+        jobrepo.put_artifact(s, ids["c"], "out.json", "sha256/aa/aa", "aa" * 32, 3, "application/json")
+        jobrepo.put_artifact(s, other["a"], "out.json", "sha256/bb/bb", "bb" * 32, 3, "application/json")
+    # in id order, each once, ids of no job left out
+    wanted = [ids["c"], other["a"], 10**6, ids["a"], ids["c"]] + list(range(2 * 10**6, 2 * 10**6 + 70_000))
+    with store.session() as s:
         assert [j.id for j in queries.jobs_by_ids(s, wanted)] == sorted([ids["a"], ids["c"], other["a"]])
+        assert [(m.job_id, m.value) for m in queries.job_metrics(s, wanted)] == [(ids["a"], 0.3), (other["a"], 0.1)]
+        assert [(m.job_id, m.value) for m in queries.job_metrics(s, wanted, "nope")] == []
+        assert [a.job_id for a in queries.artifacts_of(s, wanted)] == [ids["c"], other["a"]]
+        assert queries.jobs_by_ids(s, []) == [] and queries.job_metrics(s, []) == []
+        assert queries.artifacts_of(s, []) == []
