@@ -3,6 +3,7 @@
 A sweep of N noop jobs is submitted (they stay queued: no worker runs) and each job is given a final metric
 ``value`` directly in the database, so the metric filters have something to read. Each request is made in
 process through the ASGI app (no network), ``--repeat`` times; the median and the slowest are printed, in ms.
+Last, the whole batch is cancelled, once.
 
     python benchmarks/api_latency.py [--jobs 10000] [--repeat 5] [--backends sqlite,postgres]
 """
@@ -75,6 +76,12 @@ def run(backend: str, jobs: int, repeat: int) -> list[tuple[str, float, float]]:
                 times.append((time.perf_counter() - t) * 1000)
                 assert r.status_code == 200, (path, r.status_code, r.text[:200])
             rows.append((what, statistics.median(times), max(times)))
+        # last, once (it changes the batch): cancel every job of the batch, with its events
+        t = time.perf_counter()
+        r = client.post("/api/v1/batches/1/cancel")
+        took = (time.perf_counter() - t) * 1000
+        assert r.status_code == 200 and len(r.json()["cancelled"]) == jobs, (r.status_code, r.text[:200])
+        rows.append(("cancel the batch (once)", took, took))
         cp.store.engine.dispose()
         return rows
 

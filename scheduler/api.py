@@ -457,8 +457,7 @@ def compare_batch(batch_id: Id, cp: Plane,
 def cancel_batch(batch_id: Id, cp: Plane) -> dict[str, list[int]]:
     """Cancel every unfinished job of the batch; running jobs stop at their next check."""
     with cp.store.session() as s:
-        queries.get_batch(s, batch_id)
-        ids = [j.id for j in queries.list_jobs(s, batch_id=batch_id)]
+        ids = job_ids(s, [], batch_id)
     return dispatch.cancel(cp.store, ids)
 
 

@@ -375,12 +375,8 @@ def export(job: int, directory: Path) -> None:
 def cancel(jobs: tuple[int, ...], batch: int | None) -> None:
     """Cancel JOBS (and what depends on them), or a whole --batch. Running jobs stop at their next check."""
     cp = _open()
-    ids = list(jobs)
-    if batch is not None:
-        with cp.store.session() as s:
-            ids += [j.id for j in queries.list_jobs(s, batch_id=batch)]
-    if not ids:
-        raise UserError("name one or more jobs, or --batch")
+    with cp.store.session() as s:
+        ids = job_ids(s, jobs, batch)
     out = dispatch.cancel(cp.store, ids)
     click.echo(f"cancelled {len(out['cancelled'])} jobs; {len(out['flagged'])} running jobs will stop at their "
                "next check")

@@ -205,13 +205,13 @@ def retry_later(store: Store, app: Celery, job: Job, why: str, traceback: str | 
 
 def cancel(store: Store, job_ids: Iterable[int], reason: str = "cancelled by user") -> dict[str, list[int]]:
     """Cancel jobs and their descendants: queued ones at once, running ones at their next check."""
+    ids = list(dict.fromkeys(job_ids))
     with store.session() as s:
-        targets: dict[int, None] = {}
-        for jid in job_ids:
-            queries.require_job(s, jid)
-            targets[jid] = None
-            targets.update(dict.fromkeys(jobrepo.descendants(s, jid)))
-        return jobrepo.request_cancel(s, list(targets), reason)
+        found = queries.existing_job_ids(s, [i for i in ids if 1 <= i <= queries.MAX_ID])
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFound(f"no job {missing[0]}")
+        return jobrepo.request_cancel(s, ids + jobrepo.descendants(s, ids), reason)
 
 
 def retry(store: Store, app: Celery, job_id: int) -> list[int]:

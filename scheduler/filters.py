@@ -22,9 +22,8 @@ from sqlalchemy.orm import Session
 from scheduler.errors import UserError
 from storage import queries
 from storage.errors import NotFound
+from storage.queries import MAX_ID
 from storage.records import Job, Metric
-
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 
 
 class HasParams(Protocol):
@@ -176,10 +175,10 @@ def job_ids(session: Session, jobs: Sequence[int], batch: int | None, jobs_how: 
     ids = list(jobs)
     if batch is not None:
         queries.get_batch(session, batch)
-        ids += [j.id for j in queries.list_jobs(session, batch_id=batch)]
+        ids += queries.batch_job_ids(session, batch)
     if not ids:
         raise UserError(f"name one or more jobs ({jobs_how}) or a batch ({batch_how})")
-    found = {j.id for j in queries.jobs_by_ids(session, [i for i in jobs if 1 <= i <= MAX_ID])}
+    found = queries.existing_job_ids(session, [i for i in jobs if 1 <= i <= MAX_ID])
     missing = [i for i in jobs if i not in found]
     if missing:
         raise NotFound(f"no job {missing[0]}")

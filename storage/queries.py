@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from typing import Unpack  # Python 3.11
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+
 Q = TypeVar("Q", bound="Select[Unpack[tuple[Any, ...]]]")  # a select of any columns
 
 
@@ -180,6 +182,7 @@ def job_parents(session: Session, job_id: int) -> list[int]:
 
 
 _JOBS_BY_IDS = select(JobRow).where(JobRow.id.in_(bindparam("ids", expanding=True))).order_by(JobRow.id)
+_JOB_IDS = select(JobRow.id).where(JobRow.id.in_(bindparam("ids", expanding=True)))
 _PARENT_JOBS = (select(JobRow).join(JobDepRow, JobDepRow.parent_id == JobRow.id)
                 .where(JobDepRow.child_id == bindparam("job_id")).order_by(JobRow.id))
 _ARTIFACTS_OF = (select(ArtifactRow).where(ArtifactRow.job_id.in_(bindparam("ids", expanding=True)))
@@ -194,6 +197,16 @@ def _id_slices(ids: Iterable[int]) -> Iterable[list[int]]:
 def jobs_by_ids(session: Session, job_ids: Iterable[int]) -> list[Job]:
     """The jobs with these ids, in id order; ids of no job are left out."""
     return [from_row(Job, r) for ids in _id_slices(job_ids) for r in session.scalars(_JOBS_BY_IDS, {"ids": ids})]
+
+
+def existing_job_ids(session: Session, job_ids: Iterable[int]) -> set[int]:
+    """Those of ``job_ids`` that are jobs (ids only: no rows read)."""
+    return {i for ids in _id_slices(job_ids) for i in session.scalars(_JOB_IDS, {"ids": ids})}
+
+
+def batch_job_ids(session: Session, batch_id: int) -> list[int]:
+    """The ids of a batch's jobs, in id order."""
+    return list(session.scalars(select(JobRow.id).where(JobRow.batch_id == batch_id).order_by(JobRow.id)))
 
 
 def parent_jobs(session: Session, job_id: int) -> list[Job]:

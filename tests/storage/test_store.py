@@ -154,6 +154,14 @@ def test_descendants_and_cancellation(store: Store) -> None:
         assert b.status is JobStatus.CANCELLED and b.error == "parent failed"
         d = queries.require_job(s, ids["d"])
         assert d.cancel_requested and d.status is JobStatus.RUNNING
+        assert [(e.kind, e.status, e.message, e.attempt) for e in queries.job_events(s, ids["b"])][-1] == \
+            ("status", "cancelled", "parent failed", 0)
+        assert [(e.kind, e.message) for e in queries.job_events(s, ids["d"])][-1] == \
+            ("message", "cancel requested: parent failed")
+        # several at once: each downstream job once, whichever start it is reached from
+        assert sorted(jobrepo.descendants(s, [ids["b"], ids["a"], ids["b"]])) == sorted([ids[n] for n in "bcd"])
+        again = jobrepo.request_cancel(s, [ids["c"], ids["a"], ids["a"]], "again")
+    assert again == {"cancelled": [ids["a"]], "flagged": []}  # c is cancelled already, a was pending
 
 
 def test_descendants_of_a_wide_fan_out_read_in_slices(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
