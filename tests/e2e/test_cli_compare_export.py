@@ -79,6 +79,9 @@ def test_metrics_and_artifacts_as_csv_and_json(farm: Path) -> None:
      "error: no job of batch 1 with a parameter 'value' has the metric 'loss' (metrics there: value)"),
     (["compare", "9", "--metric", "value", "--by", "value"], "error: no batch 9"),
     (["export", "99", "out"], "error: no job 99"),
+    (["cancel"], "error: name one or more jobs (JOB...) or a batch (--batch)"),
+    (["cancel", "--batch", "9"], "error: no batch 9"),
+    (["cancel", "1", "99"], "error: no job 99"),
 ])
 def test_bad_queries_are_one_line_and_exit_2(farm: Path, args: list[str], message: str) -> None:
     proc = run(args, farm, check=False)
