@@ -52,10 +52,10 @@ def run(backend: str, jobs: int, repeat: int) -> list[tuple[str, float, float]]:
     from fastapi.testclient import TestClient
     from sqlalchemy import insert
 
-    from scheduler.api import create_app
-    from scheduler.service import ControlPlane
+    from scheduler.control import ControlPlane
     from scheduler.settings import Settings
     from scheduler.spec import parse_spec
+    from scheduler.web.app import create_app
     from storage.models import MetricRow
 
     with database(backend) as url, tempfile.TemporaryDirectory() as artifacts:

@@ -25,7 +25,6 @@ in-process one (max abs difference). Needs Redis and PostgreSQL for the ``redis`
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
@@ -52,9 +51,8 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.services import pg_schema  # noqa: E402
+from scheduler.control import ControlPlane  # noqa: E402
 from scheduler.embedded import in_process_worker  # noqa: E402
-from scheduler.progress import follow  # noqa: E402
-from scheduler.service import ControlPlane  # noqa: E402
 from scheduler.settings import EMBEDDED_BROKER, Settings  # noqa: E402
 from storage import queries  # noqa: E402
 
@@ -113,7 +111,7 @@ def submit_and_wait(cp: ControlPlane, s: dict[str, Any], tmp: Path, timeout: flo
     loaded = cp.load(path)
     started = datetime.now(timezone.utc)
     batch = cp.submit(loaded).batch_id
-    summary = follow(cp.store, batch, out=io.StringIO(), interval=0.1, timeout=timeout)
+    summary = [snap.summary for snap in cp.follow(batch, interval=0.1, timeout=timeout)][-1]
     with cp.store.session() as session:
         jobs = queries.list_jobs(session, batch_id=batch)
     bad = [j for j in jobs if j.status.value != "succeeded"]

@@ -112,7 +112,7 @@ def redis_client() -> Any:
 
 
 def open_plane(db_url: str, work: Path) -> Any:
-    from scheduler.service import ControlPlane
+    from scheduler.control import ControlPlane
     from scheduler.settings import Settings
 
     settings = Settings(database_url=db_url, broker_url=BROKER, artifacts_dir=work / "artifacts", data_dir=work)
@@ -222,11 +222,11 @@ def farm_round(cp: Any, work: Path, n: int, base: int, label: str) -> dict[str, 
 
 
 def bare_round(cp: Any, work: Path, n: int, label: str) -> dict[str, Any]:
-    from scheduler.dispatch import to_broker_priority
+    from scheduler.broker import broker_priority
 
     r = redis_client()
     app = cp.app
-    priority = to_broker_priority(app, 5)  # what a farm job of the default priority gets
+    priority = broker_priority(app, 5)  # what a farm job of the default priority gets
 
     def send(run: str, count: int) -> None:
         with app.producer_or_acquire() as producer:

@@ -8,6 +8,7 @@ The pictures are drawn by ``core.plots``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
@@ -15,7 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import confusion_matrix, silhouette_score
 from threadpoolctl import threadpool_limits
 
-from core.config import ClusterConfig
+from core.kinds.cluster import ClusterParams
 
 # MiniBatchKMeans' batch size. scikit-learn's default (1024) is tuned for memory; 4096 converges in fewer
 # steps and gave steadier accuracy on MNIST (PCA 30, k 100 and 250) at the same speed.
@@ -46,6 +47,40 @@ class ClusterResult:
     pca_explained: np.ndarray | None  # the explained variance ratio of each PCA component; None without PCA
     labels: np.ndarray | None = None  # the label values that index the confusion matrices' rows and columns
 
+    def metrics_per_k(self) -> list[tuple[int, dict[str, float]]]:
+        """Each k's metrics (recorded at step k): inertia, the silhouette where defined (NaN when a clustering has
+        a single populated cluster), and the accuracies the labels allowed."""
+        out = []
+        for r in self.per_k:
+            values = {"inertia": r.inertia}
+            if np.isfinite(r.silhouette):
+                values["silhouette"] = r.silhouette
+            if r.test_accuracy is not None:
+                values["test_accuracy"] = r.test_accuracy
+            if r.train_accuracy is not None:
+                values["train_accuracy"] = r.train_accuracy
+            out.append((r.k, values))
+        return out
+
+    def final_metrics(self) -> dict[str, float]:
+        """The sweep's picks: ``best_k``, ``silhouette_k``, ``elbow_k`` (with 3 ks or more) and the best k's test
+        accuracy (with test labels)."""
+        final = {"best_k": float(self.best.k), "silhouette_k": float(self.silhouette_k)}
+        if self.elbow_k is not None:
+            final["elbow_k"] = float(self.elbow_k)
+        if self.best.test_accuracy is not None:
+            final["test_accuracy"] = self.best.test_accuracy
+        return final
+
+    def confusion_record(self) -> dict[str, Any] | None:
+        """The best k's test confusion matrix as a JSON-ready dict (rows true labels, columns predicted), or None
+        without test labels."""
+        if self.best.confusion is None:
+            return None
+        labels = [int(v) for v in self.labels] if self.labels is not None else None
+        return {"k": self.best.k, "rows": "true label", "cols": "predicted label", "labels": labels,
+                "matrix": np.asarray(self.best.confusion).tolist()}
+
 
 def flatten(x: np.ndarray) -> np.ndarray:
     """``x`` as a 2-D (n, features) float array: images are flattened. float32 stays float32 (half the
@@ -57,7 +92,7 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float64)
 
 
-def prepare_features(config: ClusterConfig, x_train: np.ndarray, x_test: np.ndarray | None = None
+def prepare_features(config: ClusterParams, x_train: np.ndarray, x_test: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The features ``run_clustering`` clusters: flattened, then projected on ``config.pca`` components
     when set (the PCA is fitted on the training split only, so nothing is learnt from the test split).
@@ -132,7 +167,7 @@ def elbow_k(ks: np.ndarray | list[int], inertias: np.ndarray | list[float]) -> i
     return int(ks[int(np.argmax(distance))])
 
 
-def _make_kmeans(config: ClusterConfig, k: int) -> KMeans | MiniBatchKMeans:
+def _make_kmeans(config: ClusterParams, k: int) -> KMeans | MiniBatchKMeans:
     if config.algorithm == "minibatch":
         # n_init here only re-runs the cheap initialisation (on a subsample) and keeps the best one.
         return MiniBatchKMeans(n_clusters=k, batch_size=MINIBATCH_SIZE, n_init=config.n_init,
@@ -159,7 +194,7 @@ def _check_labels(name: str, y: np.ndarray | None, x: np.ndarray | None) -> np.n
     return y
 
 
-def run_clustering(config: ClusterConfig, x_train: np.ndarray, y_train: np.ndarray | None = None,
+def run_clustering(config: ClusterParams, x_train: np.ndarray, y_train: np.ndarray | None = None,
                    x_test: np.ndarray | None = None, y_test: np.ndarray | None = None, *,
                    threads: int | None = None) -> ClusterResult:
     """Cluster ``x_train`` with each k of ``config.k``; score each k; pick the elbow, the silhouette's k and
@@ -195,7 +230,7 @@ def run_clustering(config: ClusterConfig, x_train: np.ndarray, y_train: np.ndarr
         return _run(config, x_train, y_train, x_test, y_test)
 
 
-def _run(config: ClusterConfig, x_train: np.ndarray, y_train: np.ndarray | None, x_test: np.ndarray | None,
+def _run(config: ClusterParams, x_train: np.ndarray, y_train: np.ndarray | None, x_test: np.ndarray | None,
          y_test: np.ndarray | None) -> ClusterResult:
     """``run_clustering`` within its thread limit."""
     train, test, explained = prepare_features(config, x_train, x_test)

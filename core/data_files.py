@@ -1,5 +1,5 @@
-"""Where a dataset's file is and what identifies its content, and whether a dream's input image can be read.
-Path logic, hashing and Pillow: no TensorFlow (the control plane checks specs with it).
+"""The datasets by name, where a dataset's file is and what identifies its content, and whether an input image can
+be read. Path logic, hashing and Pillow: no numpy, no TensorFlow (the control plane checks specs with it).
 
 The identity (name + file sha256) goes into a job's fingerprint, so a job is rerun when its data changes.
 """
@@ -11,19 +11,20 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from core.errors import DataError
+
+IMAGE_DATASETS = ("digits", "mnist", "olivetti", "npz", "images")
+DATASETS = IMAGE_DATASETS + ("wifi",)  # wifi: tabular rows (for cluster)
 # The file each file-backed dataset is looked up as in the data directory.
 DATA_FILES = {"mnist": "mnist.npz", "olivetti": "olivetti_faces.npz", "wifi": "wifi_localization.txt"}
 FOLDER_DATASETS = ("images",)  # datasets whose data_path is a directory of files
-
-
-class DataFileError(ValueError):
-    """A dataset file is missing or unreadable."""
+PATH_REQUIRED = ("npz", "images")  # datasets with no usual file name: data_path names it
 
 
 def resolve_data_file(dataset: str, data_path: str | None, data_dir: str | os.PathLike[str]) -> Path | None:
     """The file backing ``dataset``: ``data_path`` if given, else its usual name in ``data_dir``.
 
-    Returns None for datasets that ship with a package (digits). Raises DataFileError if the file
+    Returns None for datasets that ship with a package (digits). Raises DataError if the file
     cannot be read.
     """
     if data_path is None:
@@ -34,14 +35,14 @@ def resolve_data_file(dataset: str, data_path: str | None, data_dir: str | os.Pa
         path = Path(data_path)
     if dataset in FOLDER_DATASETS:
         if path.is_file():
-            raise DataFileError(f"{dataset} data_path must be a folder of images, not a file: {path}")
+            raise DataError(f"{dataset} data_path must be a folder of images, not a file: {path}")
         if not path.is_dir():
-            raise DataFileError(f"{dataset} folder not found: {path}")
+            raise DataError(f"{dataset} folder not found: {path}")
         return path.resolve()
     if not path.is_file():
-        raise DataFileError(f"{dataset} data file not found: {path}")
+        raise DataError(f"{dataset} data file not found: {path}")
     if not os.access(path, os.R_OK):
-        raise DataFileError(f"{dataset} data file is not readable: {path}")
+        raise DataError(f"{dataset} data file is not readable: {path}")
     return path.resolve()
 
 
@@ -80,7 +81,7 @@ def dataset_identity(dataset: str, path: Path | None) -> str:
 
 
 def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(width, height) of a readable image file (a dream's input), or DataFileError saying why it cannot be used."""
+    """(width, height) of a readable image file (a dream's input), or DataError saying why it cannot be used."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -88,12 +89,12 @@ def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
             img.load()  # decode now: a truncated file fails here, not in a job
             return img.size
     except FileNotFoundError as e:
-        raise DataFileError(f"image not found: {path}") from e
+        raise DataError(f"image not found: {path}") from e
     except IsADirectoryError as e:
-        raise DataFileError(f"image is a directory, not a file: {path}") from e
+        raise DataError(f"image is a directory, not a file: {path}") from e
     except PermissionError as e:
-        raise DataFileError(f"image is not readable: {path}") from e
+        raise DataError(f"image is not readable: {path}") from e
     except UnidentifiedImageError as e:
-        raise DataFileError(f"not an image Pillow can read (jpg, png...): {path}") from e
+        raise DataError(f"not an image Pillow can read (jpg, png...): {path}") from e
     except (OSError, SyntaxError) as e:  # Pillow reports truncated or corrupt data as OSError/SyntaxError
-        raise DataFileError(f"cannot decode image {path}: {e}") from e
+        raise DataError(f"cannot decode image {path}: {e}") from e

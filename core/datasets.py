@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from core.config import DataParams
+from core.data_files import DATASETS, resolve_data_file
+from core.errors import DataError
 
-NAMES = ("digits", "mnist", "olivetti", "npz", "images", "wifi")
+if TYPE_CHECKING:
+    from core.kinds.data import DataParams
+
 SIDE = 28  # digits and mnist default to MNIST's size, so one architecture fits both
 FOLDER_SIDE = 96  # the default side of images read from a folder
 WIFI_COLUMNS, WIFI_ROOMS = 8, 4  # seven signal strengths, then the room (1..4)
@@ -40,12 +42,6 @@ class Dataset:
     y_test: np.ndarray
 
 
-
-
-class DatasetError(ValueError):
-    """A dataset name is unknown, or its file is missing, corrupt or not in the expected layout."""
-
-
 def load_dataset(name: str, path: Path | None = None, limit: int | None = None, image_size: int | None = None,
                  color: str = "grey", test_size: float = 0.2, seed: int = 0) -> Dataset:
     """Load dataset ``name``, keeping only the first ``limit`` training and first ``limit`` test items.
@@ -53,18 +49,18 @@ def load_dataset(name: str, path: Path | None = None, limit: int | None = None, 
     ``path``: the dataset's file (its folder for ``images``); ignored for digits. ``image_size``: resize
     images to this square (default: digits and mnist 28, olivetti 64, folders 96, npz as stored). ``color``
     (grey | rgb) applies to image folders. ``test_size``, ``seed``: split datasets that ship without a split.
-    Raises DatasetError (one line, naming the file) for an unknown name, a missing path or a bad file.
+    Raises DataError (one line, naming the file) for an unknown name, a missing path or a bad file.
     """
     if limit is not None and limit < 1:
-        raise DatasetError(f"limit must be >= 1, got {limit}")
+        raise DataError(f"limit must be >= 1, got {limit}")
     if color not in ("grey", "rgb"):
-        raise DatasetError(f"color must be 'grey' or 'rgb', got {color!r}")
-    if name not in NAMES:
-        raise DatasetError(f"unknown dataset {name!r}; expected one of: {', '.join(NAMES)}")
+        raise DataError(f"color must be 'grey' or 'rgb', got {color!r}")
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}")
     if name == "digits":
         data = _load_digits(image_size or SIDE, test_size, seed)
     elif path is None:
-        raise DatasetError(f"{name}: a path to its {'folder' if name == 'images' else 'file'} is required")
+        raise DataError(f"{name}: a path to its {'folder' if name == 'images' else 'file'} is required")
     elif name == "mnist":
         data = _load_mnist(Path(path), limit, image_size or SIDE)
     elif name == "npz":
@@ -86,15 +82,10 @@ def load_for(params: DataParams, data_dir: Path | None = None) -> Dataset:
     DataParams, and must get the same test split the model was trained without.
     """
     if params.dataset is None:
-        raise DatasetError("no dataset named in the parameters")
+        raise DataError("no dataset named in the parameters")
     path = Path(params.data_path) if params.data_path else None
     if data_dir is not None:
-        from core.data_files import DataFileError, resolve_data_file
-
-        try:
-            path = resolve_data_file(params.dataset, params.data_path, data_dir)
-        except DataFileError as e:
-            raise DatasetError(str(e)) from e
+        path = resolve_data_file(params.dataset, params.data_path, data_dir)
     return load_dataset(params.dataset, path, params.limit, params.image_size, params.color, params.test_size)
 
 
@@ -103,7 +94,7 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_size: float, seed: int)
     from sklearn.model_selection import train_test_split
 
     if len(x) < 2:
-        raise DatasetError(f"{name}: need at least 2 items to split, got {len(x)}")
+        raise DataError(f"{name}: need at least 2 items to split, got {len(x)}")
     try:
         parts = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
     except ValueError:  # a class with one member, or fewer test items than classes
@@ -139,7 +130,7 @@ def _resize(images: np.ndarray, side: int, bicubic: bool = False) -> np.ndarray:
 
 def _read_npz(path: Path, what: str, layouts: tuple[tuple[str, ...], ...]) -> dict[str, np.ndarray]:
     """The arrays of the first of ``layouts`` (tuples of keys) the .npz holds; any failure is a one-line
-    DatasetError starting with "<path>: not <what>"."""
+    DataError starting with "<path>: not <what>"."""
     bad = f"{path}: not {what}"
     try:
         # Check the zip signature first: for other files np.load's error talks about pickles, which misleads.
@@ -147,43 +138,43 @@ def _read_npz(path: Path, what: str, layouts: tuple[tuple[str, ...], ...]) -> di
             head = f.read(6)
         if not head.startswith(_ZIP_MAGIC):
             what = "it is a .npy array" if head == b"\x93NUMPY" else "not a zip archive"
-            raise DatasetError(f"{bad}: {what}")
+            raise DataError(f"{bad}: {what}")
         with np.load(path, allow_pickle=False) as npz:
             for keys in layouts:
                 if all(k in npz.files for k in keys):
                     return {k: npz[k] for k in keys}  # decompresses; a damaged member fails here
             missing = next(k for k in layouts[0] if k not in npz.files)
             alternatives = " or ".join("(" + ", ".join(keys) + ")" for keys in layouts[1:])
-            raise DatasetError(f"{bad}: missing key {missing!r}" + (f"; nor has it {alternatives}"
+            raise DataError(f"{bad}: missing key {missing!r}" + (f"; nor has it {alternatives}"
                                                                      if alternatives else ""))
-    except DatasetError:
+    except DataError:
         raise
     # Damage inside the archive surfaces as zip/zlib/EOF errors, a bad member as ValueError, I/O as OSError.
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
-        raise DatasetError(f"{bad}: {type(e).__name__}: {' '.join(str(e).split())}") from e
+        raise DataError(f"{bad}: {type(e).__name__}: {' '.join(str(e).split())}") from e
 
 
 def _check_images(bad: str, key: str, x: np.ndarray, shape: tuple[int, int] | None = None) -> None:
-    """Raise DatasetError unless x is (n, h, w) or (n, h, w, 1|3) uint8, or float in [0, 1]."""
+    """Raise DataError unless x is (n, h, w) or (n, h, w, 1|3) uint8, or float in [0, 1]."""
     if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
-        raise DatasetError(f"{bad}: {key} has shape {x.shape}, expected (n, h, w) or (n, h, w, 1|3)")
+        raise DataError(f"{bad}: {key} has shape {x.shape}, expected (n, h, w) or (n, h, w, 1|3)")
     if shape is not None and x.shape[1:3] != shape:
-        raise DatasetError(f"{bad}: {key} has shape {x.shape}, expected (n, {shape[0]}, {shape[1]})")
+        raise DataError(f"{bad}: {key} has shape {x.shape}, expected (n, {shape[0]}, {shape[1]})")
     if x.dtype == np.uint8:
         return
     if shape is not None or not np.issubdtype(x.dtype, np.floating):  # mnist and olivetti are uint8
-        raise DatasetError(f"{bad}: {key} has dtype {x.dtype}, expected uint8" + ("" if shape else " or float"))
+        raise DataError(f"{bad}: {key} has dtype {x.dtype}, expected uint8" + ("" if shape else " or float"))
     if x.size and not (np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0):
-        raise DatasetError(f"{bad}: {key} has float values outside [0, 1] (or NaN)")
+        raise DataError(f"{bad}: {key} has float values outside [0, 1] (or NaN)")
 
 
 def _check_labels(bad: str, key: str, y: np.ndarray, n: int) -> None:
     if y.shape != (n,):
-        raise DatasetError(f"{bad}: {key} has shape {y.shape}, expected ({n},)")
+        raise DataError(f"{bad}: {key} has shape {y.shape}, expected ({n},)")
     if not np.issubdtype(y.dtype, np.integer):
-        raise DatasetError(f"{bad}: {key} has dtype {y.dtype}, expected integers")
+        raise DataError(f"{bad}: {key} has dtype {y.dtype}, expected integers")
     if n and y.min() < 0:
-        raise DatasetError(f"{bad}: {key} has negative labels")
+        raise DataError(f"{bad}: {key} has negative labels")
 
 
 def _as_images(x: np.ndarray, side: int | None) -> np.ndarray:
@@ -202,7 +193,7 @@ def _keras_layout(bad: str, name: str, arrays: dict[str, np.ndarray], limit: int
         _check_images(bad, f"x_{split}", x, shape)
         _check_labels(bad, f"y_{split}", y, len(x))
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise DatasetError(f"{bad}: x_train and x_test differ in image shape")
+        raise DataError(f"{bad}: x_train and x_test differ in image shape")
     return Dataset(name, _as_images(arrays["x_train"][:limit], side), arrays["y_train"][:limit].astype(np.int64),
                    _as_images(arrays["x_test"][:limit], side), arrays["y_test"][:limit].astype(np.int64))
 
@@ -243,7 +234,7 @@ def _load_wifi(path: Path, test_size: float, seed: int) -> Dataset:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: cannot read the wifi file: {type(e).__name__}: {e}") from e
+        raise DataError(f"{path}: cannot read the wifi file: {type(e).__name__}: {e}") from e
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -254,11 +245,11 @@ def _load_wifi(path: Path, test_size: float, seed: int) -> Dataset:
         except ValueError:
             row = []
         if len(row) != WIFI_COLUMNS or not 1 <= row[-1] <= WIFI_ROOMS:
-            raise DatasetError(f"{path}: line {number}: expected {WIFI_COLUMNS} tab-separated integers ending "
+            raise DataError(f"{path}: line {number}: expected {WIFI_COLUMNS} tab-separated integers ending "
                                f"with a room 1..{WIFI_ROOMS}, got {line.strip()[:80]!r}")
         rows.append(row)
     if not rows:
-        raise DatasetError(f"{path}: no rows in the wifi file")
+        raise DataError(f"{path}: no rows in the wifi file")
     table = np.asarray(rows, dtype=np.int64)
     return _split("wifi", table[:, :-1].astype(np.float32), table[:, -1] - 1, test_size, seed)
 
@@ -269,15 +260,15 @@ def _load_image_folder(root: Path, limit: int | None, side: int, color: str, tes
     first-level subfolder (sorted names -> 0..k-1), or all 0 when every image lies directly in ``root``.
     The split is made on file names first, so ``limit`` decodes only the images it keeps."""
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder of images")
+        raise DataError(f"{root}: not a folder of images")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
-        raise DatasetError(f"{root}: no {', '.join(IMAGE_SUFFIXES)} images in the folder")
+        raise DataError(f"{root}: no {', '.join(IMAGE_SUFFIXES)} images in the folder")
     nested = [len(p.relative_to(root).parts) > 1 for p in files]
     if any(nested) and not all(nested):
         loose = files[nested.index(False)]
-        raise DatasetError(f"{loose}: an image directly in {root} while others are in class subfolders")
+        raise DataError(f"{loose}: an image directly in {root} while others are in class subfolders")
     classes = sorted({p.relative_to(root).parts[0] for p in files}) if all(nested) else []
     labels = np.asarray([classes.index(p.relative_to(root).parts[0]) if classes else 0 for p in files], np.int64)
     names = _split("images", np.asarray([str(p) for p in files]), labels, test_size, seed)
@@ -304,6 +295,6 @@ def _read_image(path: Path, mode: str, side: int) -> np.ndarray:
     # Pillow reports damage variously: OSError (incl. UnidentifiedImageError), SyntaxError and ValueError
     # from its parsers, DecompressionBombError for absurd sizes.
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"{path}: not a readable image: {type(e).__name__}: {' '.join(str(e).split())}") from e
+        raise DataError(f"{path}: not a readable image: {type(e).__name__}: {' '.join(str(e).split())}") from e
     pixels = np.asarray(img, dtype=np.uint8)
     return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels

@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from core.data_files import check_image_file
+from core.errors import ConfigError
 from core.gradients import input_gradient
-from core.params import ConfigError
+from core.models.defaults import FEATURES
 
-__all__ = ["BASE", "MAX_LEVELS", "DreamConfig", "DreamResult", "correction", "dream_level",
+__all__ = ["BASE", "MAX_LEVELS", "DreamConfig", "DreamResult", "check_geometry", "correction", "dream_level",
            "features_model", "load_image", "merge", "oip", "prepare_image", "process_tile", "resize", "run_dream",
            "standardize", "tiles", "to_png_array"]
 
@@ -40,6 +41,17 @@ _STD_EPS = 1e-12  # below this an image is flat; standardizing it gives zeros, n
 _GREY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, what Pillow's convert("L") uses
 
 MapSpec = int | Sequence[int]
+
+
+def check_geometry(level: int, size: int, level_field: str = "levels") -> None:
+    """Raise ConfigError unless ``level`` is from 0 to MAX_LEVELS and a ``size`` x ``size`` image cuts into
+    2^level x 2^level tiles of at least BASE pixels that downscale to BASE evenly (and every coarser level too)."""
+    if not 0 <= level <= MAX_LEVELS:
+        raise ConfigError(level_field, f"must be from 0 to {MAX_LEVELS}, got {level}")
+    multiple = BASE * 2 ** level
+    if size < multiple or size % multiple or size > MAX_SIZE:
+        raise ConfigError("size", f"must be a multiple of {multiple} (= {BASE} * 2**{level_field}, to tile every "
+                          f"level) up to {MAX_SIZE}, got {size}")
 
 
 @dataclass(frozen=True)
@@ -71,14 +83,9 @@ class DreamConfig:
     def validate(self, n_maps: int | None = None) -> DreamConfig:
         """Return self, or raise ConfigError (a ValueError) naming the bad field; ``n_maps`` (the features
         layer's depth) also bounds the map indices."""
-        if not 0 <= self.levels <= MAX_LEVELS:
-            raise ConfigError("levels", f"must be from 0 to {MAX_LEVELS}, got {self.levels}")
+        check_geometry(self.levels, self.side)
         if self.iterations < 1:
             raise ConfigError("iterations", f"must be >= 1, got {self.iterations}")
-        multiple = BASE * 2 ** self.levels
-        if self.side < multiple or self.side % multiple or self.side > MAX_SIZE:
-            raise ConfigError("size", f"must be a multiple of {multiple} (= {BASE} * 2**levels, to tile every level) "
-                              f"up to {MAX_SIZE}, got {self.size}")
         for name, value in (("maps", self.maps), ("epochs", self.epochs), ("epsilon", self.epsilon)):
             extra = sorted(k for k in value if k > self.levels) if isinstance(value, Mapping) else []
             if extra:
@@ -195,8 +202,6 @@ def tiles(level: int, size: int) -> list[tuple[int, int, int]]:
 def features_model(cnn: Any) -> Any:
     """A keras.Model from the cnn's input to its "features" layer (a Classifier or its keras.Model)."""
     import keras
-
-    from core.models.cnn import FEATURES
 
     model = getattr(cnn, "model", cnn)
     # The single input tensor, not the list: called with one array, a list-input model warns on every call.

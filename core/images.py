@@ -96,3 +96,14 @@ def grey_png(pixels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)  # fast: a dream writes one per iteration
     return buf.getvalue()
+
+
+def grey_row_png(images: list[np.ndarray], gap: int = 4) -> bytes:
+    """PNG bytes of equally sized 2-D uint8 images in one row, ``gap`` white pixels apart (a dream's iterations)."""
+    if not images or any(np.shape(x) != np.shape(images[0]) for x in images):
+        raise ValueError(f"expected one or more images of one shape, got shapes {[np.shape(x) for x in images]}")
+    white = np.full((np.shape(images[0])[0], gap), GAP_VALUE, np.uint8)
+    row = [np.asarray(images[0])]
+    for x in images[1:]:
+        row += [white, np.asarray(x)]
+    return grey_png(np.concatenate(row, axis=1))

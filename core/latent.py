@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import SampleConfig
+from core.kinds.sample import SampleParams
 
 RADIUS_QUANTILES = (0, 5, 25, 50, 75, 95, 100)  # percent
 RADIUS_BINS = 20
@@ -195,7 +195,7 @@ def _pairs(m: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np
     return first, second
 
 
-def draw(config: SampleConfig, z_train: np.ndarray, z_test: np.ndarray) -> np.ndarray:
+def draw(config: SampleParams, z_train: np.ndarray, z_test: np.ndarray) -> np.ndarray:
     """The z-points a sample job decodes: ``config.sampler`` with ``np.random.default_rng(config.seed)``.
 
     ``z_train`` (n_train, d) is what the samplers fit; ``z_test`` (n_test, d) is only read by ``interpolate``,

@@ -1,6 +1,6 @@
 """Turn a mapping of user parameters into a frozen config dataclass, checking names, types and values.
 
-Each job kind's parameters are one dataclass (see ``core.config``). The same class validates a batch spec
+Each job kind's parameters are one dataclass (see ``core.kinds``). The same class validates a batch spec
 on the control plane and configures the job on the worker, so the two can never disagree.
 """
 
@@ -12,16 +12,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
+from core.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A parameter is unknown, of the wrong type, or out of range. ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 def _type_name(tp: Any) -> str:

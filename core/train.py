@@ -1,4 +1,4 @@
-"""Train a model from a ``TrainConfig`` and a ``Dataset``: any autoencoder, or the cnn classifier; report epoch
+"""Train a model from a ``TrainParams`` and a ``Dataset``: any autoencoder, or the cnn classifier; report epoch
 logs and test metrics.
 
 No I/O here: the caller saves ``result.model`` (one ``.keras`` file; ``split_autoencoder`` gets an
@@ -16,11 +16,13 @@ from typing import Any
 import keras
 import numpy as np
 
-from core.config import AUTOENCODERS, TrainConfig
 from core.datasets import Dataset
-from core.models import Autoencoder, build_model, split_autoencoder
+from core.kinds.train import TrainParams
+from core.models.build import build_model
+from core.models.common import Autoencoder, split_autoencoder
+from core.models.defaults import AUTOENCODERS, LEARNING_RATE
 
-__all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "split_autoencoder", "train_model"]
+__all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "train_model"]
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 CheckpointCallback = Callable[[int, Any], None]  # (epochs done, the model): save it to resume from
@@ -81,7 +83,7 @@ class _EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | None = None,
+def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | None = None,
                 checkpoint: CheckpointCallback | None = None, resume: tuple[Any, int] | None = None) -> TrainResult:
     """Build, compile and fit ``config.model`` on ``data``'s training images; evaluate on its test images.
 
@@ -114,7 +116,7 @@ def train_model(config: TrainConfig, data: Dataset, on_epoch: EpochCallback | No
         built = build_model(config, data.x_train.shape[1:], n_classes)
         model = built.model
         model.compile(
-            optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.lr),
+            optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate or LEARNING_RATE),
             loss=_LOSSES[config.loss] if autoencoder else "sparse_categorical_crossentropy",
             metrics=["mse"] if autoencoder else ["accuracy"],
         )

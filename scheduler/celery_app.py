@@ -18,14 +18,27 @@ QUEUES = ("gpu", "cpu")
 VISIBILITY_TIMEOUT = 24 * 3600  # above the longest job, or Redis redelivers a message that is still running
 
 
-def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> Celery:
+class FarmApp(Celery):
+    """A Celery app that knows the latentfarm settings it was made from (a worker's task reads them)."""
+
+    def __init__(self, main: str | None = None, settings: Settings | None = None, **kwargs: object) -> None:
+        super().__init__(main, **kwargs)  # type: ignore[arg-type]
+        self.settings = settings or Settings.from_env()
+
+    def __reduce_keys__(self) -> dict[str, object]:
+        """What a copy of the app is made from (Celery pickles apps for some pools): the settings too."""
+        return {**super().__reduce_keys__(), "settings": self.settings}
+
+
+def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> FarmApp:
     """A Celery app for ``settings``. Pass extra queue names that specs use beyond gpu and cpu."""
-    app = Celery("latentfarm", broker=settings.broker_url, include=["workers.tasks"], set_as_current=False)
+    app = FarmApp("latentfarm", settings, broker=settings.broker_url, include=["workers.tasks"],
+                  set_as_current=False)
     transport: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT}
     if settings.embedded:
         transport["polling_interval"] = 0.01  # the memory transport polls; its 1 s default crawls
     else:
-        # Redis: priorities 0..9 in 10 steps, lower number served first (see scheduler.dispatch.to_broker_priority)
+        # Redis: priorities 0..9 in 10 steps, lower number served first (see scheduler.broker.broker_priority)
         transport.update(priority_steps=list(range(10)), sep=":", queue_order_strategy="priority")
     app.conf.update(
         task_serializer="json",
@@ -44,5 +57,4 @@ def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
     )
-    app.latentfarm_settings = settings  # type: ignore[attr-defined]
     return app

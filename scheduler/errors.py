@@ -1,18 +1,40 @@
-"""The control plane's errors: a root, user errors (bad spec, bad arguments) and service errors."""
+"""The control plane's errors, added to the one tree rooted in ``storage.errors``, and the one table that maps an
+error to the CLI's exit code and the API's HTTP status (the CLI, the API and the dashboard all read it).
+
+    LatentfarmError                                   exit  HTTP
+    ├── TransientError                                  1   503   (Retry-After)
+    │   ├── DatabaseUnavailable
+    │   └── BrokerUnavailable
+    └── PermanentError                                  1   500
+        ├── UserError                                   2   400
+        │   ├── SpecError                               2   422
+        │   ├── NotFound                                2   404
+        │   ├── Conflict                                2   409
+        │   └── InvalidValue                            2   400
+        └── ArtifactCorrupt                             1   500
+
+Whether a job is retried is a property of its error (``transient``); ``is_transient`` adds the short list of
+third-party errors the farm knows to be passing (a lost connection, a device out of memory).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
-class LatentfarmError(Exception):
-    """Root of latentfarm's errors. The CLI prints these as one line, without a traceback."""
+from storage.errors import (
+    ArtifactCorrupt,
+    DatabaseUnavailable,
+    InvalidValue,
+    LatentfarmError,
+    NotFound,
+    PermanentError,
+    TransientError,
+    UserError,
+)
 
-    exit_code = 1
-
-
-class UserError(LatentfarmError):
-    """The user asked for something impossible: a bad spec, an unknown job. Retrying will not help."""
-
-    exit_code = 2
+__all__ = ["ArtifactCorrupt", "BrokerUnavailable", "Conflict", "DatabaseUnavailable", "InvalidValue",
+           "LatentfarmError", "NotFound", "PermanentError", "SpecError", "TransientError", "UserError",
+           "Response", "is_transient", "response_for"]
 
 
 class SpecError(UserError):
@@ -31,5 +53,75 @@ class SpecError(UserError):
         self.message = message
 
 
-class BrokerUnavailable(LatentfarmError):
+class Conflict(UserError):
+    """The request does not fit the state of what it names (retrying a job that neither failed nor was
+    cancelled)."""
+
+
+class BrokerUnavailable(TransientError):
     """The Celery broker cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """How an interface reports an error: the CLI's exit code, the API's status, the page's title."""
+
+    exit_code: int
+    http_status: int
+    title: str
+    retry_after: bool = False  # the API adds ``Retry-After``: the condition is expected to pass
+
+
+# The one table, most specific first: the first class an error is an instance of decides.
+RESPONSES: tuple[tuple[type[LatentfarmError], Response], ...] = (
+    (SpecError, Response(2, 422, "Invalid spec")),
+    (NotFound, Response(2, 404, "Not found")),
+    (Conflict, Response(2, 409, "Conflict")),
+    (UserError, Response(2, 400, "Bad request")),
+    (ArtifactCorrupt, Response(1, 500, "Damaged artifact")),
+    (TransientError, Response(1, 503, "Service unavailable", retry_after=True)),
+    (LatentfarmError, Response(1, 500, "Error")),
+)
+
+
+def response_for(error: LatentfarmError) -> Response:
+    """The exit code, HTTP status and title of ``error`` (see the module docstring)."""
+    return next(response for cls, response in RESPONSES if isinstance(error, cls))
+
+
+# Device out-of-memory errors by class name (TensorFlow, PyTorch): the control plane never imports them.
+_OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether another attempt of a job that raised ``error`` may succeed.
+
+    An error of the tree (and of core) says so itself (``transient``). Of the others, only these are passing: a
+    lost connection (``ConnectionError``, SQLAlchemy's and kombu's operational errors, Redis' connection and
+    timeout errors), a device or host out of memory. What the error was caused by counts too (a few levels).
+    Anything else is an error in the spec, the data or the code: retrying only repeats it.
+    """
+    seen: BaseException | None = error
+    for _ in range(5):  # the error and what caused it
+        if seen is None:
+            return False
+        declared = getattr(type(seen), "transient", None)
+        if isinstance(declared, bool):
+            return declared
+        if _third_party_transient(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _third_party_transient(error: BaseException) -> bool:
+    from kombu.exceptions import OperationalError as KombuOperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import DisconnectionError, OperationalError
+
+    if isinstance(error, (ConnectionError, MemoryError, OperationalError, DisconnectionError, KombuOperationalError,
+                          RedisConnectionError, RedisTimeoutError)):
+        return True
+    name = type(error).__name__
+    return name in _OOM_NAMES or (name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(error))  # JAX

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import KINDS, uses_dataset
 from core.data_files import dataset_identity, file_sha256
+from core.kinds import KINDS
 from scheduler.spec import BatchSpec, JobSpec
 from storage.records import NewJob
 
 FINGERPRINT_VERSION = 1  # bump when a change of the job code makes old results invalid
-# Where a file is does not change what it holds: its sha256 counts (the dataset's, or the KindInfo.files').
-LOCATION_PARAMS = frozenset({"data_path", "image"})
+# Where a file is does not change what it holds: its sha256 counts (the dataset's, or the files a kind reads).
+LOCATION_PARAMS = frozenset({"data_path"}.union(*(k.files for k in KINDS.values())))
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def fingerprint(kind: str, params: Mapping[str, Any], parent_fingerprints: list[
 def job_data_identity(job: JobSpec) -> str | None:
     """What identifies the data a job reads: its dataset's name and sha256, and its input files' sha256."""
     parts = []
-    if uses_dataset(dict(job.params)):
+    if job.params.get("dataset") is not None:
         data_path = job.params.get("data_path")
         parts.append(dataset_identity(job.params["dataset"], Path(data_path) if data_path else None))
     for name in KINDS[job.kind].files:

@@ -8,29 +8,33 @@
   empty on the broker while SQL has jobs queued on it for ``resend_after`` seconds, their messages are sent again.
   A message that was not lost after all is a duplicate, and the worker's guarded claim drops it.
 
-Run it with ``latentfarm reap`` (once) or ``latentfarm scheduler`` (every few seconds). Several reapers may run
-at once: expired rows are locked with ``SKIP LOCKED`` and every change is a guarded transition.
+``reap`` is one pass (``latentfarm reap``); ``Reaper`` runs passes every ``Settings.reap_every`` seconds, in the
+calling thread (``latentfarm scheduler``) or a thread of its own (``latentfarm serve`` on the embedded default).
+Several reapers may run at once: expired rows are locked with ``SKIP LOCKED`` and every change is guarded.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from scheduler import dispatch
-from scheduler.errors import BrokerUnavailable
+from scheduler import broker
+from scheduler.errors import BrokerUnavailable, LatentfarmError
+from scheduler.lifecycle import end_in
 from scheduler.settings import Settings
-from storage import jobs as jobrepo
-from storage import queries
-from storage.models import JobRow, utcnow
+from storage import leases, queries
+from storage.models import utcnow
 from storage.records import Job
 from storage.status import JobStatus
 from storage.store import Store
+from storage.transitions import transition
 
 log = logging.getLogger(__name__)
 BATCH = 500  # expired jobs handled per transaction
@@ -58,8 +62,8 @@ def reap(store: Store, app: Celery, settings: Settings, now: datetime | None = N
     report = ReapReport()
     while True:
         with store.session() as s:
-            expired = _expired(s, now)
-            to_send = [jid for job in expired if (jid := _settle(s, job, now, report)) is not None]
+            expired = leases.expired(s, now, BATCH)
+            to_send = [job.id for job in expired if _settle(s, job, now, report)]
             queued = queries.jobs_by_ids(s, to_send)
         _send(app, queued)
         if len(expired) < BATCH:
@@ -70,94 +74,90 @@ def reap(store: Store, app: Celery, settings: Settings, now: datetime | None = N
     return report
 
 
-def _expired(s: Session, now: datetime) -> list[JobRow]:
-    return list(s.scalars(
-        select(JobRow)
-        .where(JobRow.status == JobStatus.RUNNING.value, JobRow.lease_until < now)
-        .order_by(JobRow.id)
-        .limit(BATCH)
-        .with_for_update(skip_locked=True)
-    ))
-
-
-def _settle(s: Session, job: JobRow, now: datetime, report: ReapReport) -> int | None:
-    """Requeue, fail or cancel one job whose lease expired. Returns its id if it must be sent again."""
+def _settle(s: Session, job: Job, now: datetime, report: ReapReport) -> bool:
+    """Requeue, fail or cancel one job whose lease expired. Returns whether it must be sent again."""
     lost = (f"worker lost: {job.worker or 'its worker'} stopped renewing its lease "
             f"(expired {(now - job.lease_until).total_seconds():.0f} s ago)" if job.lease_until else "worker lost")
     if job.cancel_requested:
-        report.descendants_cancelled += dispatch.end_in(s, job.id, JobStatus.CANCELLED, f"cancelled by user ({lost})",
-                                                      None, "reaper", job.attempts)
+        report.descendants_cancelled += end_in(s, job.id, JobStatus.CANCELLED, f"cancelled by user ({lost})", None,
+                                               "reaper", job.attempts)
         report.cancelled.append(job.id)
-        return None
+        return False
     if job.attempts >= job.max_attempts:
         why = f"{lost} on attempt {job.attempts} of {job.max_attempts}"
-        report.descendants_cancelled += dispatch.end_in(s, job.id, JobStatus.FAILED, why, None, "reaper",
-                                                      job.attempts)
+        report.descendants_cancelled += end_in(s, job.id, JobStatus.FAILED, why, None, "reaper", job.attempts)
         report.failed.append(job.id)
-        return None
-    if not jobrepo.transition(s, job.id, JobStatus.RUNNING, JobStatus.QUEUED, by="reaper", attempt=job.attempts,
-                              message=f"{lost}: requeued for attempt {job.attempts + 1} of {job.max_attempts}",
-                              lease_until=None, not_before=None):
-        return None
+        return False
+    if not transition(s, job.id, JobStatus.RUNNING, JobStatus.QUEUED, by="reaper", attempt=job.attempts,
+                      message=f"{lost}: requeued for attempt {job.attempts + 1} of {job.max_attempts}",
+                      lease_until=None, not_before=None):
+        return False
     report.requeued.append(job.id)
-    return job.id
+    return True
 
 
 def _resend_lost(store: Store, app: Celery, settings: Settings, now: datetime, report: ReapReport) -> None:
     before = now - timedelta(seconds=settings.resend_after)
     with store.session() as s:
-        waiting = dict(s.execute(
-            select(JobRow.queue, func.count())
-            .where(JobRow.status == JobStatus.QUEUED.value,
-                   func.coalesce(JobRow.not_before, JobRow.queued_at) < before)
-            .group_by(JobRow.queue)
-        ).all())
+        waiting = leases.queued_waiting(s, before)
     for queue, count in sorted(waiting.items()):
         try:
-            on_broker = queue_size(app, queue)
+            on_broker = broker.queue_size(app, queue)
         except BrokerUnavailable as e:
             log.warning("reaper: %s", e)
             return
         if on_broker:
             continue  # messages are still flowing: lost ones are re-sent once the queue has drained
         with store.session() as s:
-            ids = list(s.scalars(
-                update(JobRow)
-                .where(JobRow.status == JobStatus.QUEUED.value, JobRow.queue == queue,
-                       func.coalesce(JobRow.not_before, JobRow.queued_at) < before)
-                .values(queued_at=now, not_before=None)
-                .returning(JobRow.id)
-                .execution_options(synchronize_session=False)
-            ))
-            for jid in ids:
-                jobrepo.add_event(s, jid, "message", f"message re-sent: queue {queue!r} was empty on the broker",
-                                  worker="reaper")
-            jobs = queries.jobs_by_ids(s, ids)
+            jobs = leases.mark_resent(s, queue, before, now,
+                                      f"message re-sent: queue {queue!r} was empty on the broker")
         log.warning("reaper: queue %r is empty on the broker but %d jobs are queued on it: re-sending", queue, count)
         _send(app, jobs)
-        report.resent += ids
-
-
-def queue_size(app: Celery, queue: str) -> int:
-    """How many messages wait in ``queue`` on the broker (0 for a queue it does not know)."""
-    from kombu.exceptions import ChannelError
-
-    try:
-        with app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=5)
-            with conn.channel() as channel:
-                try:
-                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
-                except ChannelError:
-                    return 0
-    except ChannelError:
-        return 0
-    except Exception as e:
-        raise BrokerUnavailable(f"cannot reach the broker {app.conf.broker_url}: {e}") from e
+        report.resent += [j.id for j in jobs]
 
 
 def _send(app: Celery, jobs: list[Job]) -> None:
     try:
-        dispatch.send_loaded(app, jobs)
+        broker.send(app, jobs)
     except BrokerUnavailable as e:
         log.warning("reaper: %s; will try again on the next pass", e)
+
+
+# on_pass(report of a pass, or None when the pass failed; the error that failed it, or None)
+OnPass = Callable[[ReapReport | None, Exception | None], None]
+
+
+class Reaper:
+    """Reaper passes every ``every`` seconds (default ``settings.reap_every``), each reported to ``on_pass``. A
+    pass that fails (the database or broker is away) is reported and the next pass tries again."""
+
+    def __init__(self, store: Store, app: Celery, settings: Settings, on_pass: OnPass,
+                 every: float | None = None) -> None:
+        self.store, self.app, self.settings, self.on_pass = store, app, settings, on_pass
+        self.every = every or settings.reap_every
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        """Pass after pass until ``stop`` is set."""
+        while True:
+            try:
+                report = reap(self.store, self.app, self.settings)
+            except Exception as e:  # the database is busy or away: the next pass tries again
+                if not isinstance(e, LatentfarmError):
+                    log.exception("reaper pass failed")
+                self.on_pass(None, e)
+            else:
+                self.on_pass(report, None)
+            if self.stop.wait(self.every):
+                return
+
+    @contextmanager
+    def in_thread(self) -> Iterator[None]:
+        """Run in a thread of its own while the ``with`` block lasts."""
+        thread = threading.Thread(target=self.run, name="latentfarm-reaper", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            self.stop.set()
+            thread.join(10)

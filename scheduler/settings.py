@@ -1,4 +1,6 @@
-"""latentfarm's settings, read from the environment once. Each default is documented where it is defined."""
+"""latentfarm's settings: every environment variable latentfarm reads is read here, once, into one frozen object.
+Each default is documented where it is defined; the README's settings table says the same.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EMBEDDED_BROKER = "memory://localhost/"
+MAX_RENEW_EVERY = 5.0  # seconds between lease renewals at most, whatever the lease length
+MAX_REAP_EVERY = 10.0  # seconds between reaper passes at most
 
 
 def _abs_sqlite(url: str) -> str:
@@ -17,6 +21,21 @@ def _abs_sqlite(url: str) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         return prefix + str(Path(url[len(prefix):]).resolve())
     return url
+
+
+def renew_interval(lease_seconds: float) -> float:
+    """Seconds between renewals of a running job's lease: a sixth of the lease, at most MAX_RENEW_EVERY."""
+    return min(max(lease_seconds / 6, 0.05), MAX_RENEW_EVERY)
+
+
+def reap_interval(lease_seconds: float) -> float:
+    """Seconds between reaper passes: a sixth of the lease (a dead worker's job waits at most a lease and a
+    sixth), from 0.5 s to MAX_REAP_EVERY."""
+    return min(max(lease_seconds / 6, 0.5), MAX_REAP_EVERY)
+
+
+def _gpu_list(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(g.strip() for g in value.split(",") if g.strip())
 
 
 @dataclass(frozen=True)
@@ -28,8 +47,10 @@ class Settings:
     # worker in-process until the batch is done. Production: redis://host:6379/0
     broker_url: str
     # LATENTFARM_ARTIFACTS: the artifact store's directory (shared by all machines of a farm, e.g. NFS).
+    # Default: ./latentfarm-artifacts
     artifacts_dir: Path
-    # LATENTFARM_DATA_DIR: where dataset files (mnist.npz) are looked up. Default: Keras' cache dir.
+    # LATENTFARM_DATA_DIR: where dataset files (mnist.npz) are looked up. Default: Keras' cache dir,
+    # $KERAS_HOME/datasets (~/.keras/datasets).
     data_dir: Path
     # LATENTFARM_LEASE_SECONDS: how long a running job's lease lasts without a renewal. A worker renews it every
     # lease / 6 seconds (at most every 5 s); the reaper requeues a job whose lease ran out (its worker died).
@@ -42,11 +63,28 @@ class Settings:
     resend_after: float = 30.0
     # LATENTFARM_WORKER_NAME: the name a worker records on the jobs it runs (default: latentfarm@<host>).
     worker_name: str = f"latentfarm@{socket.gethostname()}"
+    # LATENTFARM_API_TOKEN: the bearer token `latentfarm serve` asks of writes; unset or empty: none, and the
+    # server listens on 127.0.0.1 only.
+    api_token: str | None = None
+    # LATENTFARM_GPUS: this machine's GPU indices, e.g. "0,1", where nvidia-smi cannot list them (or to simulate
+    # GPUs in tests). Default: unset, ask nvidia-smi.
+    gpus: tuple[str, ...] | None = None
+    # LATENTFARM_GPU: the GPU this worker process is pinned to, recorded on the jobs it runs. Set by
+    # `latentfarm worker --gpus` for each process it starts; unset on CPU workers.
+    gpu: str | None = None
+    # Not from the environment: whether this process is a worker of its own (`latentfarm worker`), which a job
+    # stuck past its hard time limit may kill (its supervisor restarts it). An embedded worker never is.
+    owns_process: bool = False
 
     @property
     def embedded(self) -> bool:
         """True when no broker is configured: submit runs an in-process worker on memory://."""
         return self.broker_url.startswith("memory://")
+
+    @property
+    def reap_every(self) -> float:
+        """Seconds between reaper passes for this lease (``reap_interval``)."""
+        return reap_interval(self.lease_seconds)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,4 +99,7 @@ class Settings:
             retry_backoff=float(env.get("LATENTFARM_RETRY_BACKOFF", 5)),
             resend_after=float(env.get("LATENTFARM_RESEND_AFTER", 30)),
             worker_name=env.get("LATENTFARM_WORKER_NAME", f"latentfarm@{socket.gethostname()}"),
+            api_token=env.get("LATENTFARM_API_TOKEN", "").strip() or None,
+            gpus=_gpu_list(env.get("LATENTFARM_GPUS")),
+            gpu=env.get("LATENTFARM_GPU") or None,
         )

@@ -27,11 +27,11 @@ RESTART_MAX_DELAY = 30.0  # seconds: the longest wait before restarting a worker
 STABLE_AFTER = 60.0  # a worker up this long counts as healthy again: its next restart is immediate
 
 
-def discover_gpus(env: Mapping[str, str] | None = None) -> list[str]:
-    """This machine's GPU indices: ``LATENTFARM_GPUS`` (e.g. ``0,1``) if set, else what ``nvidia-smi`` lists."""
-    env = os.environ if env is None else env
-    if "LATENTFARM_GPUS" in env:
-        return [g.strip() for g in env["LATENTFARM_GPUS"].split(",") if g.strip()]
+def discover_gpus(declared: Sequence[str] | None) -> list[str]:
+    """This machine's GPU indices: those ``declared`` (``Settings.gpus``, from LATENTFARM_GPUS) if given, else
+    what ``nvidia-smi`` lists."""
+    if declared is not None:
+        return list(declared)
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=30, check=True).stdout

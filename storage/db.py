@@ -10,10 +10,10 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import DatabaseUnavailable
+from storage.errors import DatabaseUnavailable, InvalidValue
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -90,7 +90,9 @@ def _sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A transaction: commit on success, roll back on error. A lost connection becomes DatabaseUnavailable."""
+    """A transaction: commit on success, roll back on error. The database's errors are translated here, once: a
+    lost connection or a locked SQLite file becomes DatabaseUnavailable, a value the database cannot hold (a NUL
+    byte on PostgreSQL, an integer out of range) InvalidValue."""
     session = _sessionmaker(engine)()
     try:
         yield session
@@ -99,14 +101,26 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.rollback()
         if engine.dialect.name == "sqlite" and "locked" not in str(e.orig):
             raise
-        raise DatabaseUnavailable(f"database unavailable: {str(e.orig).strip().splitlines()[0]}") from e
+        raise DatabaseUnavailable(f"database unavailable: {_first_line(e.orig)}") from e
+    except DataError as e:
+        session.rollback()
+        raise InvalidValue(f"the database refused a value: {_first_line(e.orig)}") from e
     except DBAPIError as e:
         session.rollback()
         if e.connection_invalidated:
-            raise DatabaseUnavailable(f"database connection lost: {e.orig}") from e
+            raise DatabaseUnavailable(f"database connection lost: {_first_line(e.orig)}") from e
+        raise
+    except StatementError as e:
+        session.rollback()
+        if isinstance(e.orig, (ValueError, OverflowError)):  # a parameter the driver cannot send
+            raise InvalidValue(f"the database refused a value: {_first_line(e.orig)}") from e
         raise
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def _first_line(e: BaseException | None) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

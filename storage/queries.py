@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
-from storage.jobs import chunks
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
 from storage.records import Artifact, Batch, Event, Job, Metric, from_row
+from storage.sql import chunks
 from storage.status import TERMINAL, JobStatus
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ class BatchSummary:
         if self.counts.get("pending"):
             return "blocked"
         return "succeeded"
+
+
+def ping(session: Session) -> None:
+    """One round trip to the database (a health check); DatabaseUnavailable when it does not answer."""
+    session.execute(text("SELECT 1"))
 
 
 def get_batch(session: Session, batch_id: int) -> Batch:
@@ -170,11 +175,18 @@ def count_jobs(session: Session, batch_id: int | None = None, kind: str | None =
     return session.scalar(_jobs_where(select(func.count()).select_from(JobRow), batch_id, kind, status, since)) or 0
 
 
-def require_job(session: Session, job_id: int) -> Job:
+def get_job(session: Session, job_id: int) -> Job | None:
+    """The job, as it is now; None if there is no such job."""
     row = session.get(JobRow, job_id, populate_existing=True)
-    if row is None:
+    return from_row(Job, row) if row is not None else None
+
+
+def require_job(session: Session, job_id: int) -> Job:
+    """The job, as it is now; NotFound if there is no such job."""
+    job = get_job(session, job_id)
+    if job is None:
         raise NotFound(f"no job {job_id}")
-    return from_row(Job, row)
+    return job
 
 
 def job_parents(session: Session, job_id: int) -> list[int]:

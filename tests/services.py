@@ -1,7 +1,8 @@
 """Real services for tests: Redis on a dedicated database number, PostgreSQL in a throwaway schema.
 
-A test that needs a service which cannot be reached is skipped locally and FAILS in CI (CI=true): a CI run
-must never pass by silently skipping what it was meant to check.
+A test that needs a service which cannot be reached, or a program that is not installed (Chromium, redis-server,
+check-jsonschema), is skipped locally and FAILS in CI (CI=true): a CI run must never pass by silently skipping what
+it was meant to check. ``unavailable`` and ``require`` are that rule, for every test.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import pytest
 
@@ -24,11 +26,17 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def unavailable(what: str) -> None:
-    """Skip locally, fail in CI."""
+def unavailable(reason: str) -> NoReturn:
+    """Skip locally, fail in CI: ``reason`` says what is missing (a service down, a program not installed)."""
     if in_ci():
-        pytest.fail(f"{what} is not reachable, and CI must not skip tests that need it")
-    pytest.skip(f"{what} is not reachable")
+        pytest.fail(f"{reason}, and CI must not skip tests that need it")
+    pytest.skip(reason)
+
+
+def require(ok: bool, reason: str) -> None:
+    """``unavailable(reason)`` unless ``ok``."""
+    if not ok:
+        unavailable(reason)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -47,7 +55,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
     except redis.exceptions.ConnectionError:
-        unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT}")
+        unavailable(f"Redis at {REDIS_HOST}:{REDIS_PORT} is not reachable")
     return url
 
 
@@ -64,7 +72,7 @@ def postgres_schema() -> Iterator[str]:
 
     base = sa.make_url(PG_URL)
     if not _port_open(base.host or "127.0.0.1", base.port or 5432):
-        unavailable(f"PostgreSQL at {base.host}:{base.port}")
+        unavailable(f"PostgreSQL at {base.host}:{base.port} is not reachable")
     schema = "lf_test_" + uuid.uuid4().hex[:10]
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
@@ -72,7 +80,7 @@ def postgres_schema() -> Iterator[str]:
             c.exec_driver_sql(f"CREATE SCHEMA {schema}")
     except sa.exc.OperationalError as e:
         admin.dispose()
-        unavailable(f"PostgreSQL ({e.orig})")
+        unavailable(f"PostgreSQL is not reachable ({e.orig})")
     url = base.update_query_dict({"options": f"-csearch_path={schema}"})
     try:
         yield url.render_as_string(hide_password=False)

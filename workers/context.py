@@ -13,16 +13,17 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from scheduler.errors import NotFound, PermanentError
 from scheduler.settings import Settings
-from storage import jobs as jobrepo
 from storage import queries
-from storage.errors import NotFound
+from storage.events import add_event
 from storage.records import Artifact, Job
+from storage.results import put_artifact, put_metrics, replace_artifact
 from storage.store import Store
 from workers.monitor import Watch
 
 
-class JobStopped(Exception):
+class JobStopped(PermanentError):
     """Raised at a job's check when it must stop before its end."""
 
 
@@ -88,7 +89,7 @@ class JobContext:
                 raise FloatingPointError(f"metric {k} is {v} at step {step}")
         rows = {k: float(v) for k, v in values.items()}
 
-        self._write(lambda s: jobrepo.put_metrics(s, self.job.id, rows, step))
+        self._write(lambda s: put_metrics(s, self.job.id, rows, step))
 
     def artifact_bytes(self, name: str, data: bytes, media_type: str, meta: dict[str, Any] | None = None) -> None:
         blob = self.store.artifacts.put_bytes(data)
@@ -105,7 +106,7 @@ class JobContext:
         checkpoints every epoch keeps one checkpoint in the store, not one per epoch."""
         blob = self.store.artifacts.put_file(Path(path))
         with self.store.session() as s:
-            stale = jobrepo.replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type,
+            stale = replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type,
                                              meta)
         if stale is not None:
             self.store.artifacts.delete(stale)
@@ -202,7 +203,7 @@ class JobContext:
         return np.load(self.artifact_path(job, name, artifact), allow_pickle=False)
 
     def _record(self, name: str, uri: str, sha: str, size: int, media_type: str, meta: dict[str, Any] | None) -> None:
-        self._write(lambda s: jobrepo.put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta))
+        self._write(lambda s: put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta))
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0..1), with an event when there is a ``message``, and check (see ``check``).
@@ -212,7 +213,7 @@ class JobContext:
         fraction = min(max(fraction, 0.0), 1.0)
         if message:
             with self.store.session() as s:
-                jobrepo.add_event(s, self.job.id, "progress", message, worker=self.worker,
+                add_event(s, self.job.id, "progress", message, worker=self.worker,
                                   attempt=self.job.attempts)
             if self.watch is not None:
                 self.watch.renew(fraction)

@@ -28,55 +28,23 @@ from typing import Any, TypeVar
 
 from celery.exceptions import Reject
 
-from core.config import KINDS
+from core.kinds import KINDS
 from core.params import parse_config
-from scheduler import dispatch
-from storage import jobs as jobrepo
-from storage.errors import DatabaseUnavailable
+from scheduler import lifecycle
+from scheduler.broker import hard_grace
+from scheduler.errors import DatabaseUnavailable, is_transient
+from storage import queries
+from storage.events import add_event
 from storage.records import Job
 from storage.status import JobStatus
+from storage.transitions import claim
 from workers.context import JobCancelled, JobContext, JobLost, JobTimedOut
-from workers.handlers import HANDLERS
+from workers.handlers import handler_for
 from workers.monitor import Watch, monitor
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Device out-of-memory errors by class name (TensorFlow, PyTorch): the worker never imports them itself.
-_OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
-
-
-def is_transient(error: BaseException) -> bool:
-    """Whether another attempt may succeed: a lost connection (database, broker, network) or a device out of
-    memory. Errors in the user's spec, data or code are not transient: retrying them only repeats them."""
-    from sqlalchemy.exc import DisconnectionError, OperationalError
-
-    seen: BaseException | None = error
-    for _ in range(5):  # the error and what caused it
-        if seen is None:
-            return False
-        if isinstance(seen, (DatabaseUnavailable, ConnectionError, MemoryError, OperationalError,
-                             DisconnectionError)):
-            return True
-        name = type(seen).__name__
-        if name in _OOM_NAMES or (name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(seen)):  # JAX
-            return True
-        if _is_broker_error(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _is_broker_error(error: BaseException) -> bool:
-    from kombu.exceptions import OperationalError as KombuOperationalError
-
-    try:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-    except ImportError:  # pragma: no cover - redis is a dependency
-        return isinstance(error, KombuOperationalError)
-    return isinstance(error, (KombuOperationalError, RedisConnectionError, RedisTimeoutError))
 
 
 def patiently(rt: Runtime, write: Callable[[], T], what: str) -> T:
@@ -101,9 +69,8 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
     ``skipped`` means the message was a duplicate or stale (the job is not ``queued``): the guarded claim makes
     a redelivered message for a running or finished job a no-op.
     """
-    gpu = os.environ.get("LATENTFARM_GPU") or None
     try:
-        claimed = patiently(rt, lambda: _claim(rt, job_id, worker, gpu), f"job {job_id}: claim")
+        claimed = patiently(rt, lambda: _claim(rt, job_id, worker, rt.settings.gpu), f"job {job_id}: claim")
     except DatabaseUnavailable as e:  # the message goes back to its queue: the job must not wait for the reaper
         raise Reject(f"job {job_id}: cannot claim it: {e}", requeue=True) from e
     if claimed is None:
@@ -122,11 +89,11 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
 
 def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job, JobContext] | None:
     with rt.store.session() as s:
-        job = jobrepo.claim(s, job_id, worker, rt.settings.lease_seconds, gpu=gpu, host=socket.gethostname())
+        job = claim(s, job_id, worker, rt.settings.lease_seconds, gpu=gpu, host=socket.gethostname())
         if job is None:
-            current = jobrepo.get_job(s, job_id)
+            current = queries.get_job(s, job_id)
             if current is not None:
-                jobrepo.add_event(s, job_id, "message", f"message dropped: job is {current.status.value}",
+                add_event(s, job_id, "message", f"message dropped: job is {current.status.value}",
                                   worker=worker)
             log.info("job %s not claimed (%s): message dropped", job_id,
                      current.status.value if current else "no such job")
@@ -139,8 +106,8 @@ def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job,
 
 def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
     try:
-        config: Any = parse_config(KINDS[job.kind].config, job.params)
-        HANDLERS[job.kind](ctx, config)
+        params: Any = parse_config(KINDS[job.kind].params, job.params)
+        handler_for(job.kind)(ctx, params)
     except JobLost as e:
         log.warning("job %s: %s; this attempt's results are dropped", job.id, e)
         return "lost"
@@ -152,11 +119,11 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
         why = f"{type(e).__name__}: {e}"
         if is_transient(e):
             log.warning("job %s: transient error: %s", job.id, why)
-            return patiently(rt, lambda: dispatch.retry_later(rt.store, rt.app, job, why, traceback.format_exc(),
+            return patiently(rt, lambda: lifecycle.retry_later(rt.store, rt.app, job, why, traceback.format_exc(),
                                                               worker, rt.settings.retry_backoff),
                              f"job {job.id}: requeue")
         return _finish(rt, job, JobStatus.FAILED, why, traceback.format_exc(), worker)
-    done = patiently(rt, lambda: dispatch.complete_job(rt.store, rt.app, job.id, by=worker,
+    done = patiently(rt, lambda: lifecycle.complete_job(rt.store, rt.app, job.id, by=worker,
                                                        results=ctx.write_results, attempt=job.attempts),
                      f"job {job.id}: completion")
     if not done:
@@ -168,7 +135,7 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
 
 def _finish(rt: Runtime, job: Job, status: JobStatus, why: str, tb: str | None, worker: str) -> str:
     log.log(logging.INFO if status is JobStatus.CANCELLED else logging.WARNING, "job %s %s: %s", job.id, status, why)
-    patiently(rt, lambda: dispatch.end_job(rt.store, job.id, status, why, tb, by=worker, attempt=job.attempts),
+    patiently(rt, lambda: lifecycle.end_job(rt.store, job.id, status, why, tb, by=worker, attempt=job.attempts),
               f"job {job.id}: outcome")
     return status.value
 
@@ -176,11 +143,11 @@ def _finish(rt: Runtime, job: Job, status: JobStatus, why: str, tb: str | None, 
 def _hard_limit(rt: Runtime, job: Job, watch: Watch, worker: str) -> None:
     """The job ignored its soft time limit: fail it, and kill this process if it is a worker's own."""
     assert job.timeout is not None
-    why = (f"killed: still running {dispatch.hard_grace(job.timeout):g} s after its timeout of {job.timeout:g} s "
+    why = (f"killed: still running {hard_grace(job.timeout):g} s after its timeout of {job.timeout:g} s "
            "(hard time limit)")
-    dispatch.end_job(rt.store, job.id, JobStatus.FAILED, why, None, by=worker, attempt=job.attempts)
+    lifecycle.end_job(rt.store, job.id, JobStatus.FAILED, why, None, by=worker, attempt=job.attempts)
     watch.lost = True
-    if rt.app.conf.get("latentfarm_kill_on_hard_limit"):
+    if rt.settings.owns_process:
         log.error("job %s: %s; killing worker process %s", job.id, why, os.getpid())
         logging.shutdown()
         os.kill(os.getpid(), signal.SIGKILL)

@@ -21,17 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.dispatch import hard_grace
-from storage import jobs as jobrepo
+from scheduler.broker import hard_grace
+from scheduler.settings import MAX_RENEW_EVERY, renew_interval
 from storage.store import Store
+from storage.transitions import heartbeat
 
 log = logging.getLogger(__name__)
-
-MAX_BEAT = 5.0  # seconds between renewals at most, whatever the lease length
-
-
-def beat_interval(lease_seconds: float) -> float:
-    return min(max(lease_seconds / 6, 0.05), MAX_BEAT)
 
 
 @dataclass(eq=False)
@@ -52,7 +47,7 @@ class Watch:
     next_beat: float = 0.0
 
     def __post_init__(self) -> None:
-        self.next_beat = self.started + beat_interval(self.lease_seconds)
+        self.next_beat = self.started + renew_interval(self.lease_seconds)
 
     @property
     def timed_out(self) -> bool:
@@ -62,9 +57,9 @@ class Watch:
         """Renew the lease now (one UPDATE) and refresh the flags."""
         if progress is not None:
             self.progress = progress
-        self.next_beat = time.monotonic() + beat_interval(self.lease_seconds)
+        self.next_beat = time.monotonic() + renew_interval(self.lease_seconds)
         with self.store.session() as s:
-            cancel = jobrepo.heartbeat(s, self.job_id, self.attempt, self.lease_seconds, self.progress)
+            cancel = heartbeat(s, self.job_id, self.attempt, self.lease_seconds, self.progress)
         if cancel is None:
             self.lost = True
         else:
@@ -96,7 +91,7 @@ class Monitor:
 
     def _due(self) -> tuple[list[Watch], float]:
         now = time.monotonic()
-        due, wait = [], MAX_BEAT
+        due, wait = [], MAX_RENEW_EVERY
         for w in self._watches:
             first = _first_deadline(w)
             if first <= now:
@@ -133,7 +128,7 @@ class Monitor:
             try:
                 w.renew()
             except Exception as e:  # the database is away: try again next time; the lease may run out
-                w.next_beat = time.monotonic() + beat_interval(w.lease_seconds)
+                w.next_beat = time.monotonic() + renew_interval(w.lease_seconds)
                 log.warning("job %s: lease renewal failed (%s); retrying", w.job_id, e)
 
 

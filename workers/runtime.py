@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from scheduler.celery_app import FarmApp
 from scheduler.settings import Settings
 from storage.store import Store
 
@@ -23,11 +24,12 @@ _runtimes: dict[int, Runtime] = {}
 
 
 def runtime_for(app: Celery) -> Runtime:
-    """The runtime of ``app`` (its settings were attached by ``scheduler.celery_app.make_celery``)."""
+    """The runtime of ``app``: the settings of a farm's app (``scheduler.celery_app.FarmApp``), or the
+    environment's for a plain Celery app."""
     with _lock:
         rt = _runtimes.get(id(app))
         if rt is None:
-            settings = getattr(app, "latentfarm_settings", None) or Settings.from_env()
+            settings = app.settings if isinstance(app, FarmApp) else Settings.from_env()
             rt = Runtime(settings, Store.open(settings.database_url, settings.artifacts_dir), app)
             _runtimes[id(app)] = rt
         return rt

@@ -11,19 +11,15 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from core.config import CNN_FILTERS
 from core.models.common import Classifier
-
-FEATURES = "features"
-PENULTIMATE = "penultimate"
-DEFAULT_FILTERS = CNN_FILTERS
+from core.models.defaults import FEATURES, FILTERS, PENULTIMATE
 
 
 def build_cnn(n_classes: int, filters: Sequence[int] | None = None,
               input_shape: Sequence[int] = (28, 28, 1)) -> Classifier:
     """Conv 3x3 relu -> Conv 3x3 relu ("features") -> MaxPool 2 -> Dropout 0.25 -> Flatten -> Dense 128 relu
     ("penultimate") -> Dropout 0.5 -> Dense n_classes softmax. Convs are "valid" (28 -> 26 -> 24 -> 12)."""
-    filters = tuple(int(f) for f in (filters or DEFAULT_FILTERS))
+    filters = tuple(int(f) for f in (filters or FILTERS["cnn"]))
     if len(filters) != 2 or min(filters) < 1:
         raise ValueError(f"cnn takes two positive filter counts, got {list(filters)}")
     if n_classes < 2:
@@ -41,3 +37,10 @@ def build_cnn(n_classes: int, filters: Sequence[int] | None = None,
     x = layers.Dropout(0.5, name="dropout2")(x)
     outputs = layers.Dense(n_classes, activation="softmax", name="probabilities")(x)
     return Classifier(model=keras.Model(inputs, outputs, name="cnn"))
+
+
+def penultimate_model(cnn: keras.Model) -> keras.Model:
+    """A model from the cnn's input to its "penultimate" layer (the features sample scoring compares)."""
+    # The single input tensor, not the list: called with one array, a list-input model warns on every call.
+    inputs = cnn.inputs[0] if len(cnn.inputs) == 1 else cnn.inputs
+    return keras.Model(inputs, cnn.get_layer(PENULTIMATE).output, name="cnn_penultimate")

@@ -21,11 +21,6 @@ class Autoencoder:
     encoder: keras.Model  # image -> code (a vector, or pool_ae's (h/4, w/4, 2) maps)
     decoder: keras.Model  # code -> image
 
-    @property
-    def autoencoder(self) -> keras.Model:
-        """The old name of ``model``."""
-        return self.model
-
 
 @dataclass
 class Classifier:

@@ -8,18 +8,22 @@ import keras
 from keras import layers
 
 from core.models.common import Autoencoder
+from core.models.defaults import FILTERS, Z_DIM
 
 
 def build_conv_ae(
-    z_dim: int = 16,
-    filters: Sequence[int] = (32, 64, 128),
+    z_dim: int | None = None,
+    filters: Sequence[int] | None = None,
     input_shape: Sequence[int] = (28, 28, 1),
 ) -> Autoencoder:
     """Build the encoder (strides 1, 2, 2), the decoder (its mirror) and the two chained as ``conv_ae``.
 
     ``input_shape`` is (height, width, channels); height and width must be divisible by 4 because the
-    encoder halves them twice and the decoder doubles them back.
+    encoder halves them twice and the decoder doubles them back. ``z_dim`` and ``filters`` default to
+    ``core.models.defaults``' (16; 32, 64, 128).
     """
+    z_dim = Z_DIM["conv_ae"] if z_dim is None else int(z_dim)
+    filters = FILTERS["conv_ae"] if filters is None else filters
     if len(filters) != 3 or len(input_shape) != 3:
         raise ValueError(f"need 3 filters and a (height, width, channels) input_shape, got "
                          f"filters={list(filters)}, input_shape={tuple(input_shape)}")

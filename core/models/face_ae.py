@@ -9,9 +9,7 @@ import keras
 from keras import layers
 
 from core.models.common import Autoencoder, image_shape
-
-DEFAULT_FILTERS = (32, 64, 128, 256)
-DEFAULT_Z_DIM = 256
+from core.models.defaults import FILTERS, Z_DIM
 
 
 def build_face_ae(z_dim: int | None = None, filters: Sequence[int] | None = None,
@@ -21,8 +19,8 @@ def build_face_ae(z_dim: int | None = None, filters: Sequence[int] | None = None
 
     Sides must be divisible by 2 ** len(filters) (16 by default: 64 -> 4, 96 -> 6).
     """
-    z_dim = DEFAULT_Z_DIM if z_dim is None else int(z_dim)
-    filters = tuple(int(f) for f in (filters or DEFAULT_FILTERS))
+    z_dim = Z_DIM["face_ae"] if z_dim is None else int(z_dim)
+    filters = tuple(int(f) for f in (filters or FILTERS["face_ae"]))
     if z_dim < 1 or min(filters) < 1:
         raise ValueError(f"z_dim and filters must be positive, got z_dim={z_dim}, filters={list(filters)}")
     height, width, channels = image_shape(input_shape, 2 ** len(filters))

@@ -13,14 +13,13 @@ import keras
 from keras import layers
 
 from core.models.common import Autoencoder, image_shape
-
-DEFAULT_FILTERS = (16, 2)  # the first conv's maps, and the code's channels
+from core.models.defaults import FILTERS
 
 
 def build_pool_ae(filters: Sequence[int] | None = None, input_shape: Sequence[int] = (28, 28, 1)) -> Autoencoder:
     """Conv(16) -> pool -> Conv(2) -> pool is the encoder; Conv(2) -> upsample -> Conv(16) -> upsample ->
     Conv(channels, sigmoid) the decoder. All convs 3x3, "same" padding, ReLU. Sides must be divisible by 4."""
-    filters = tuple(int(f) for f in (filters or DEFAULT_FILTERS))
+    filters = tuple(int(f) for f in (filters or FILTERS["pool_ae"]))
     if len(filters) != 2 or min(filters) < 1:
         raise ValueError(f"pool_ae takes two positive filter counts, got {list(filters)}")
     f1, f2 = filters

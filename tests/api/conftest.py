@@ -20,8 +20,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from scheduler.control import ControlPlane
 from scheduler.embedded import in_process_worker
-from scheduler.service import ControlPlane
 from storage import queries
 from storage.queries import BatchSummary
 from tests import services
@@ -136,7 +136,7 @@ def _purge(cp: ControlPlane) -> None:
 def open_farm(url: str, tmp: Path, keep_worker: bool) -> Iterator[Farm]:
     """A farm whose store is populated through the API by real jobs, run to their end by a worker in this
     process; ``keep_worker``: the worker keeps running (jobs submitted later run), else it is stopped first."""
-    from scheduler.api import create_app
+    from scheduler.web.app import create_app
 
     # A short lease: a running job renews it (and so sees a cancel request) every 0.5 s, not every 5 s.
     settings = dataclasses.replace(make_settings(tmp, url, data_dir=_wifi_data()), lease_seconds=3.0)

@@ -22,7 +22,8 @@ import yaml
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from scheduler.api import MAX_BODY, create_app
+from scheduler.web.api_batches import MAX_BODY
+from scheduler.web.app import create_app
 from tests.api.conftest import API, AUTH, MAIN_SPEC, TOKEN, YAML, Farm
 
 pytestmark = pytest.mark.timeout(300)

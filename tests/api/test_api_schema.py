@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from scheduler.api import create_app
-from scheduler.service import ControlPlane
+from scheduler.control import ControlPlane
+from scheduler.web.app import create_app
 from tests.api.conftest import AUTH, TOKEN, Farm
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

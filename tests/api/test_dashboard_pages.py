@@ -12,8 +12,8 @@ from html.parser import HTMLParser
 import pytest
 from fastapi.testclient import TestClient
 
-from scheduler import dashboard
-from storage import jobs as jobrepo
+from scheduler.web import dashboard
+from storage import batches, transitions
 from storage.records import NewJob
 from storage.status import JobStatus
 from tests.api.conftest import Farm
@@ -112,17 +112,17 @@ def live(farm: Farm) -> dict[str, int]:
     """A batch written straight into the store (no worker will take it: no message was sent): one job running at
     40 %, one pending after it, names and params with markup in them."""
     with farm.cp.store.session() as s:
-        batch_id, ids = jobrepo.create_batch(
+        batch_id, ids = batches.create_batch(
             s, f"live {NASTY}", {}, [NewJob(f"runner {NASTY}", "noop", {"note": NASTY}, "fp-live-1", "cpu"),
                                      NewJob("waiter", "noop", {}, "fp-live-2", "cpu")],
             [(f"runner {NASTY}", "waiter")])
     runner = ids[f"runner {NASTY}"]
     with farm.cp.store.session() as s:
-        assert jobrepo.transition(s, runner, JobStatus.PENDING, JobStatus.QUEUED)
+        assert transitions.transition(s, runner, JobStatus.PENDING, JobStatus.QUEUED)
     with farm.cp.store.session() as s:
-        assert jobrepo.claim(s, runner, "page-test-worker", 600, gpu="GPU-0", host="page-host") is not None
+        assert transitions.claim(s, runner, "page-test-worker", 600, gpu="GPU-0", host="page-host") is not None
     with farm.cp.store.session() as s:
-        assert jobrepo.heartbeat(s, runner, 1, 600, progress=0.4) is False
+        assert transitions.heartbeat(s, runner, 1, 600, progress=0.4) is False
     return {"batch": batch_id, "runner": runner, "waiter": ids["waiter"]}
 
 

@@ -43,7 +43,7 @@ def system_redis_url() -> Iterator[str]:
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
     except redis.exceptions.ConnectionError:
-        services.unavailable(f"Redis at {services.REDIS_HOST}:{services.REDIS_PORT}")
+        services.unavailable(f"Redis at {services.REDIS_HOST}:{services.REDIS_PORT} is not reachable")
     yield url
     redis.Redis.from_url(url, socket_connect_timeout=2).flushdb()
 
@@ -52,7 +52,7 @@ def system_redis_url() -> Iterator[str]:
 def own_redis(procs: Processes, tmp_path: Path) -> RedisServer:
     """A redis-server of the test's own on a free port, without persistence, started."""
     if shutil.which("redis-server") is None:
-        services.unavailable("the redis-server binary")
+        services.unavailable("the redis-server program is not installed")
     server = RedisServer(procs, tmp_path)
     server.start()
     return server

@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-from scheduler.service import ControlPlane
+from scheduler.control import ControlPlane
 from scheduler.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +130,7 @@ class Processes:
             self.kill(proc)
 
 
-_ARMED = ("import sys, scheduler.cli, scheduler.service, scheduler.dispatch, storage.store; "
+_ARMED = ("import sys, scheduler.cli, scheduler.control, scheduler.lifecycle, storage.store; "
           "sys.stdin.readline(); scheduler.cli.main()")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scheduler.reaper import queue_size
+from scheduler.broker import queue_size
 from storage.models import utcnow
 from tests.chaos.harness import Farm, report, wait_until
 

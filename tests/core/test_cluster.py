@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from core.cluster import ClusterResult, elbow_k, fit_kmeans_classifier, run_clustering
-from core.config import ClusterConfig
+from core.kinds.cluster import ClusterParams
 from core.plots import embed_2d, scatter_2d_png, sweep_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_sweep_picks_the_true_k(true_k: int) -> None:
     angles = np.arange(true_k) * 2 * np.pi / true_k
     x, _ = make_blobs(n_samples=600, centers=10 * np.c_[np.cos(angles), np.sin(angles)], cluster_std=1.0,
                       random_state=true_k)
-    result = run_clustering(ClusterConfig(k=(8, 2, 3, 4, 5, 6, 7), n_init=3), x)
+    result = run_clustering(ClusterParams(k=(8, 2, 3, 4, 5, 6, 7), n_init=3), x)
     assert [r.k for r in result.per_k] == [2, 3, 4, 5, 6, 7, 8]  # ascending, whatever the config's order
     assert result.silhouette_k == true_k
     assert result.elbow_k == true_k
@@ -55,7 +55,7 @@ def test_sweep_picks_the_true_k(true_k: int) -> None:
 def test_separated_blobs_are_classified_perfectly() -> None:
     x, y = _blobs(800, centers=4, seed=1)
     y = y + 10  # labels need not be 0..n-1
-    config = ClusterConfig(k=(2, 4, 6), n_init=3)
+    config = ClusterParams(k=(2, 4, 6), n_init=3)
     result = run_clustering(config, x[:600], y[:600], x[600:], y[600:])
     assert result.best.k == 4
     assert result.best.train_accuracy == 1.0 and result.best.test_accuracy == 1.0
@@ -72,7 +72,7 @@ def test_separated_blobs_are_classified_perfectly() -> None:
 
 def test_train_labels_without_a_test_split() -> None:
     x, y = _blobs(300, centers=3)
-    result = run_clustering(ClusterConfig(k=(2, 3), n_init=2), x, y)
+    result = run_clustering(ClusterParams(k=(2, 3), n_init=2), x, y)
     assert result.elbow_k is None  # fewer than 3 ks
     assert result.best.k == 3 and result.best.train_accuracy == 1.0  # best by train accuracy
     assert result.best.test_accuracy is None and result.best.confusion is None
@@ -81,7 +81,7 @@ def test_train_labels_without_a_test_split() -> None:
 def test_pca_and_minibatch() -> None:
     x, y = _blobs(1000, centers=3, seed=2)
     x = x @ np.random.default_rng(0).normal(size=(4, 12))  # 12 features spanning a 4-D subspace
-    config = ClusterConfig(k=(3,), pca=4, algorithm="minibatch", n_init=3)
+    config = ClusterParams(k=(3,), pca=4, algorithm="minibatch", n_init=3)
     result = run_clustering(config, x[:800], y[:800], x[800:], y[800:])
     explained = result.pca_explained
     assert explained is not None and explained.shape == (4,)
@@ -93,7 +93,7 @@ def test_pca_and_minibatch() -> None:
 def test_images_are_flattened_and_runs_are_deterministic() -> None:
     x, y = _blobs(200, centers=2, seed=3)
     images = np.repeat(x, 4, axis=1).reshape(200, 4, 4)  # (n, h, w) like greyscale images
-    config = ClusterConfig(k=(2, 3), silhouette_sample=50, seed=7)
+    config = ClusterParams(k=(2, 3), silhouette_sample=50, seed=7)
     first, second = (run_clustering(config, images, y) for _ in range(2))
     assert [r.silhouette for r in first.per_k] == [r.silhouette for r in second.per_k]
     np.testing.assert_array_equal(first.train_clusters, second.train_clusters)
@@ -102,7 +102,7 @@ def test_images_are_flattened_and_runs_are_deterministic() -> None:
 
 def test_threads_change_nothing_but_the_speed() -> None:
     x, y = _blobs(400, centers=3, seed=6)
-    config = ClusterConfig(k=(2, 3, 4), n_init=2)
+    config = ClusterParams(k=(2, 3, 4), n_init=2)
     capped, default = run_clustering(config, x, y, threads=1), run_clustering(config, x, y)
     np.testing.assert_array_equal(capped.train_clusters, default.train_clusters)
     for a, b in zip(capped.per_k, default.per_k, strict=True):
@@ -154,13 +154,13 @@ def test_elbow_on_a_hand_made_curve() -> None:
 def test_bad_inputs_are_rejected() -> None:
     x, y = _blobs(20, centers=2)
     with pytest.raises(ValueError, match="clusters from 20"):
-        run_clustering(ClusterConfig(k=(21,)), x)
+        run_clustering(ClusterParams(k=(21,)), x)
     with pytest.raises(ValueError, match="pca"):
-        run_clustering(ClusterConfig(k=(2,), pca=5), x)  # 4 features
+        run_clustering(ClusterParams(k=(2,), pca=5), x)  # 4 features
     with pytest.raises(ValueError, match="y_train"):
-        run_clustering(ClusterConfig(k=(2,)), x, y[:10])
+        run_clustering(ClusterParams(k=(2,)), x, y[:10])
     with pytest.raises(ValueError, match="features"):
-        run_clustering(ClusterConfig(k=(2,)), x, y, x[:, :3], y)
+        run_clustering(ClusterParams(k=(2,)), x, y, x[:, :3], y)
 
 
 @pytest.mark.parametrize("labelled", [True, False])
@@ -216,3 +216,18 @@ def test_importing_the_modules_does_not_import_tensorflow() -> None:
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras') or m == 'matplotlib.pyplot']; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_the_result_as_metrics_and_a_confusion_record() -> None:
+    x, y = _blobs(400, centers=3, seed=2)
+    labelled = run_clustering(ClusterParams(k=(2, 3, 4), n_init=2), x[:300], y[:300], x[300:], y[300:])
+    per_k = labelled.metrics_per_k()
+    assert [k for k, _ in per_k] == [2, 3, 4]
+    assert all(set(values) == {"inertia", "silhouette", "test_accuracy", "train_accuracy"} for _, values in per_k)
+    assert labelled.final_metrics() == {"best_k": 3.0, "silhouette_k": 3.0, "elbow_k": 3.0, "test_accuracy": 1.0}
+    record = labelled.confusion_record()
+    assert record is not None and record["k"] == 3 and record["labels"] == [0, 1, 2]
+    assert np.trace(np.asarray(record["matrix"])) == 100
+    bare = run_clustering(ClusterParams(k=(3,), n_init=2), x)
+    assert bare.metrics_per_k() == [(3, {"inertia": bare.per_k[0].inertia, "silhouette": bare.per_k[0].silhouette})]
+    assert bare.final_metrics() == {"best_k": 3.0, "silhouette_k": 3.0} and bare.confusion_record() is None

@@ -16,7 +16,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from core.cluster import run_clustering
-from core.config import ClusterConfig
+from core.kinds.cluster import ClusterParams
 
 SEED = 0
 
@@ -42,7 +42,7 @@ def _mnist(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def test_wifi_k10_accuracy(shared_data: Path) -> None:
     start = time.perf_counter()
-    result = run_clustering(ClusterConfig(dataset="wifi", k=(10,), seed=SEED), *_wifi(shared_data), threads=1)
+    result = run_clustering(ClusterParams(dataset="wifi", k=(10,), seed=SEED), *_wifi(shared_data), threads=1)
     accuracy = result.best.test_accuracy
     print(f"\nwifi k=10: test accuracy {accuracy:.4f}, train {result.best.train_accuracy:.4f} "
           f"({time.perf_counter() - start:.1f} s)\n{result.best.confusion}")
@@ -53,7 +53,7 @@ def test_wifi_k10_accuracy(shared_data: Path) -> None:
 
 def test_wifi_sweep_picks_4_or_5(shared_data: Path) -> None:
     start = time.perf_counter()
-    config = ClusterConfig(dataset="wifi", k=tuple(range(2, 13)), seed=SEED)
+    config = ClusterParams(dataset="wifi", k=tuple(range(2, 13)), seed=SEED)
     result = run_clustering(config, *_wifi(shared_data), threads=1)
     print(f"\nwifi sweep 2..12: elbow k={result.elbow_k}, silhouette k={result.silhouette_k}, best k="
           f"{result.best.k} ({time.perf_counter() - start:.1f} s)")
@@ -71,7 +71,7 @@ def test_mnist_raw_pixels_k10(shared_data: Path) -> None:
     # of the time.
     x_train, y_train, x_test, y_test = _mnist(shared_data / "mnist.npz")
     start = time.perf_counter()
-    result = run_clustering(ClusterConfig(dataset="mnist", k=(10,), n_init=3, seed=SEED),
+    result = run_clustering(ClusterParams(dataset="mnist", k=(10,), n_init=3, seed=SEED),
                             x_train, y_train, x_test, y_test, threads=1)
     accuracy = result.best.test_accuracy
     print(f"\nmnist raw k=10 (KMeans, n_init 3): test accuracy {accuracy:.4f}, train "
@@ -84,7 +84,7 @@ def test_mnist_raw_pixels_k10(shared_data: Path) -> None:
 def test_mnist_pca30_k100_and_k250(shared_data: Path) -> None:
     x_train, y_train, x_test, y_test = _mnist(shared_data / "mnist.npz")
     start = time.perf_counter()
-    config = ClusterConfig(dataset="mnist", pca=30, k=(100, 250), algorithm="minibatch", n_init=3, seed=SEED)
+    config = ClusterParams(dataset="mnist", pca=30, k=(100, 250), algorithm="minibatch", n_init=3, seed=SEED)
     result = run_clustering(config, x_train, y_train, x_test, y_test, threads=1)
     by_k = {r.k: r for r in result.per_k}
     explained = result.pca_explained

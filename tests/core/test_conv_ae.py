@@ -7,32 +7,32 @@ import dataclasses
 import numpy as np
 import pytest
 
-from core.config import TrainConfig
 from core.datasets import Dataset
+from core.kinds.train import TrainParams
 from core.models.conv_ae import build_conv_ae
 from core.train import TrainResult, train_model
 
 
 def test_layer_shapes() -> None:
     ae = build_conv_ae(z_dim=16)
-    assert ae.autoencoder.name == "conv_ae"
+    assert ae.model.name == "conv_ae"
     assert ae.encoder.name == "encoder" and ae.decoder.name == "decoder"
     assert ae.encoder.output_shape == (None, 16)
     assert ae.decoder.input_shape == (None, 16)
     assert ae.decoder.output_shape == (None, 28, 28, 1)
-    assert ae.autoencoder.output_shape == (None, 28, 28, 1)
+    assert ae.model.output_shape == (None, 28, 28, 1)
     # Strides 1, 2, 2: 28 -> 28 -> 14 -> 7, with the configured filters.
     convs = [layer.output.shape for layer in ae.encoder.layers if layer.name.startswith("enc_conv")]
     assert [tuple(s) for s in convs] == [(None, 28, 28, 32), (None, 14, 14, 64), (None, 7, 7, 128)]
     # The autoencoder is the two halves chained, so training it trains them (shared weights).
-    assert [layer.name for layer in ae.autoencoder.layers[1:]] == ["encoder", "decoder"]
+    assert [layer.name for layer in ae.model.layers[1:]] == ["encoder", "decoder"]
 
 
 def test_other_sizes() -> None:
     ae = build_conv_ae(z_dim=3, filters=(4, 8, 16), input_shape=(32, 32, 3))
     assert ae.encoder.output_shape == (None, 3)
     assert ae.decoder.output_shape == (None, 32, 32, 3)
-    out = ae.autoencoder.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    out = ae.model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
     assert out.shape == (2, 32, 32, 3) and (out >= 0).all() and (out <= 1).all()  # sigmoid output
 
 
@@ -60,7 +60,7 @@ class Recorder:
 @pytest.fixture(scope="module")
 def two_epochs(digits_300: Dataset) -> tuple[TrainResult, list[tuple[int, dict[str, float]]]]:
     recorder = Recorder()
-    result = train_model(TrainConfig(epochs=2, limit=300), digits_300, recorder)
+    result = train_model(TrainParams(epochs=2, limit=300), digits_300, recorder)
     return result, recorder.calls
 
 
@@ -101,7 +101,7 @@ def test_on_epoch_can_stop_training(digits_300: Dataset) -> None:
         seen.append(epoch)
         return True
 
-    result = train_model(TrainConfig(epochs=5, filters=(8, 16, 32)), digits_300, stop)
+    result = train_model(TrainParams(epochs=5, filters=(8, 16, 32)), digits_300, stop)
     assert seen == [1]
     assert len(result.history) == 1
     assert result.stopped_early
@@ -109,7 +109,7 @@ def test_on_epoch_can_stop_training(digits_300: Dataset) -> None:
 
 
 def test_same_seed_same_loss(digits_300: Dataset) -> None:
-    config = TrainConfig(epochs=1, filters=(8, 16, 32), loss="mse", validation_split=0.0)
+    config = TrainParams(epochs=1, filters=(8, 16, 32), loss="mse", validation_split=0.0)
     first = train_model(config, digits_300)
     second = train_model(config, digits_300)
     other_seed = train_model(dataclasses.replace(config, seed=1), digits_300)
@@ -122,7 +122,7 @@ def test_same_seed_same_loss(digits_300: Dataset) -> None:
 
 def test_diverging_loss_raises(digits_300: Dataset) -> None:
     # SGD with an absurd learning rate blows BCE up to NaN within the first epoch.
-    config = TrainConfig(epochs=3, filters=(8, 16, 32), optimizer="sgd", learning_rate=1e6)
+    config = TrainParams(epochs=3, filters=(8, 16, 32), optimizer="sgd", learning_rate=1e6)
     recorder = Recorder()
     with pytest.raises(FloatingPointError, match="loss became NaN at epoch 1"):
         train_model(config, digits_300, recorder)
@@ -134,4 +134,4 @@ def test_nan_in_data_raises(digits_300: Dataset) -> None:
     x[5, 10, 10, 0] = np.nan
     data = dataclasses.replace(digits_300, x_train=x)
     with pytest.raises(FloatingPointError, match="loss became NaN at epoch 1"):
-        train_model(TrainConfig(epochs=2, filters=(8, 16, 32)), data)
+        train_model(TrainParams(epochs=2, filters=(8, 16, 32)), data)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.datasets import DatasetError, load_dataset
+from core.datasets import load_dataset
+from core.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,16 +88,16 @@ def test_mnist_with_limit(mnist_path: Path) -> None:
 
 
 def test_mnist_needs_a_path() -> None:
-    with pytest.raises(DatasetError, match="path"):
+    with pytest.raises(DataError, match="path"):
         load_dataset("mnist")
 
 
 def test_unknown_dataset() -> None:
-    with pytest.raises(DatasetError, match="unknown dataset 'cifar'"):
+    with pytest.raises(DataError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
 
 
-def _assert_clear_error(exc: pytest.ExceptionInfo[DatasetError], path: Path, text: str) -> None:
+def _assert_clear_error(exc: pytest.ExceptionInfo[DataError], path: Path, text: str) -> None:
     message = str(exc.value)
     assert message.startswith(f"{path}: not an mnist.npz file")
     assert text in message
@@ -122,7 +123,7 @@ def test_small_valid_file(tmp_path: Path) -> None:
 def test_garbage_file(tmp_path: Path) -> None:
     path = tmp_path / "mnist.npz"
     path.write_bytes(b"this is not a numpy archive\n" * 50)
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, "not a zip archive")
 
@@ -131,7 +132,7 @@ def test_truncated_archive(tmp_path: Path) -> None:
     good = _small_npz(tmp_path)
     path = tmp_path / "truncated.npz"
     path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, "BadZipFile")
     assert isinstance(exc.value.__cause__, zipfile.BadZipFile)  # the original error is chained, not lost
@@ -142,14 +143,14 @@ def test_damaged_member(tmp_path: Path) -> None:
     data[200:400] = bytes(200)  # inside the compressed x_train member
     path = tmp_path / "damaged.npz"
     path.write_bytes(bytes(data))
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, "x_train")
 
 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.npz"
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, "FileNotFoundError")
 
@@ -158,7 +159,7 @@ def test_npz_missing_a_key(tmp_path: Path) -> None:
     path = tmp_path / "partial.npz"
     np.savez(path, y_train=np.zeros(3, np.uint8), x_test=np.zeros((3, 28, 28), np.uint8),
              y_test=np.zeros(3, np.uint8))
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, "missing key 'x_train'")
 
@@ -175,7 +176,7 @@ def test_npz_with_wrong_layout(tmp_path: Path, x_train: np.ndarray, y_train: np.
     path = tmp_path / "wrong.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=np.zeros((2, 28, 28), np.uint8),
              y_test=np.zeros(2, np.uint8))
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, text)
 
@@ -183,14 +184,14 @@ def test_npz_with_wrong_layout(tmp_path: Path, x_train: np.ndarray, y_train: np.
 def test_npy_instead_of_npz(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     np.save(path, np.zeros((3, 28, 28), np.uint8))
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("mnist", path)
     _assert_clear_error(exc, path, "it is a .npy array")
 
 
 def test_light_modules_do_not_import_tensorflow() -> None:
     # A fresh interpreter: this test process may already have imported Keras for other tests.
-    code = ("import core.datasets, core.images, core.config, sys; "
+    code = ("import core.datasets, core.images, core.kinds, sys; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
             "[m for m in sys.modules if m.startswith(('tensorflow', 'keras'))][:5]")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,

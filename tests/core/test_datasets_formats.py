@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.config import DataParams, TrainConfig
-from core.datasets import Dataset, DatasetError, load_dataset, load_for
+from core.datasets import Dataset, load_dataset, load_for
+from core.errors import DataError
+from core.kinds.data import DataParams
+from core.kinds.train import TrainParams
 
 
 def _check(data: Dataset, shape: tuple[int, ...], n_train: int, n_test: int) -> None:
@@ -44,7 +46,7 @@ def test_wifi_bad_row_names_file_and_line(tmp_path: Path, line: str, text: str) 
     path = tmp_path / "wifi.txt"
     good = "-63\t-60\t-60\t-67\t-76\t-85\t-84\t1\n"
     path.write_text(good * 3 + line + "\n" + good)
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("wifi", path)
     message = str(exc.value)
     assert message.startswith(f"{path}: line 4: ") and text in message and "\n" not in message
@@ -53,7 +55,7 @@ def test_wifi_bad_row_names_file_and_line(tmp_path: Path, line: str, text: str) 
 def test_wifi_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "wifi.txt"
     path.write_text("\n")
-    with pytest.raises(DatasetError, match="no rows"):
+    with pytest.raises(DataError, match="no rows"):
         load_dataset("wifi", path)
 
 
@@ -81,7 +83,7 @@ def test_olivetti_resized(shared_data: Path) -> None:
 
 
 def test_olivetti_wrong_file(shared_data: Path) -> None:
-    with pytest.raises(DatasetError, match="not an olivetti_faces.npz file: missing key 'images'"):
+    with pytest.raises(DataError, match="not an olivetti_faces.npz file: missing key 'images'"):
         load_dataset("olivetti", shared_data / "mnist.npz")
 
 
@@ -121,7 +123,7 @@ def test_npz_images_target_layout_is_split(tmp_path: Path) -> None:
 def test_npz_bad_layouts(tmp_path: Path, arrays: dict[str, np.ndarray], text: str) -> None:
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("npz", path)
     assert str(exc.value).startswith(f"{path}: not an image .npz file: ") and text in str(exc.value)
 
@@ -129,7 +131,7 @@ def test_npz_bad_layouts(tmp_path: Path, arrays: dict[str, np.ndarray], text: st
 def test_npz_not_a_zip(tmp_path: Path) -> None:
     path = tmp_path / "x.npz"
     path.write_text("hello")
-    with pytest.raises(DatasetError, match="not a zip archive"):
+    with pytest.raises(DataError, match="not a zip archive"):
         load_dataset("npz", path)
 
 
@@ -178,7 +180,7 @@ def test_image_folder_corrupt_file(tmp_path: Path) -> None:
     _save(tmp_path / "b" / "good.png", (8, 8), 1)
     bad = tmp_path / "a" / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    with pytest.raises(DatasetError) as exc:
+    with pytest.raises(DataError) as exc:
         load_dataset("images", tmp_path, test_size=0.5)
     assert str(exc.value).startswith(f"{bad}: not a readable image: ") and "\n" not in str(exc.value)
 
@@ -188,20 +190,20 @@ def test_image_folder_truncated_png(tmp_path: Path) -> None:
     Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "full.png")
     Image.fromarray(rng.integers(0, 256, (64, 64), dtype=np.uint8)).save(tmp_path / "cut.png")
     (tmp_path / "cut.png").write_bytes((tmp_path / "cut.png").read_bytes()[:500])
-    with pytest.raises(DatasetError, match="cut.png: not a readable image"):
+    with pytest.raises(DataError, match="cut.png: not a readable image"):
         load_dataset("images", tmp_path)
 
 
 def test_image_folder_empty_missing_or_mixed(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "readme.txt").write_text("no images")
-    with pytest.raises(DatasetError, match="no .jpg, .jpeg, .png images"):
+    with pytest.raises(DataError, match="no .jpg, .jpeg, .png images"):
         load_dataset("images", tmp_path)
-    with pytest.raises(DatasetError, match="not a folder"):
+    with pytest.raises(DataError, match="not a folder"):
         load_dataset("images", tmp_path / "nope")
     _save(tmp_path / "sub" / "a.png", (8, 8), 1)
     _save(tmp_path / "loose.png", (8, 8), 1)
-    with pytest.raises(DatasetError, match="loose.png: an image directly in"):
+    with pytest.raises(DataError, match="loose.png: an image directly in"):
         load_dataset("images", tmp_path)
 
 
@@ -211,19 +213,19 @@ def test_load_for_takes_the_params(shared_data: Path) -> None:
     params = DataParams(dataset="mnist", data_path=str(shared_data / "mnist.npz"), limit=20, image_size=32)
     data = load_for(params)
     _check(data, (32, 32, 1), 20, 20)
-    # A TrainConfig is DataParams too; its training seed does not move the data split, so an encode job
+    # A TrainParams is DataParams too; its training seed does not move the data split, so an encode job
     # (which sees only the DataParams) gets the same split as the train job.
-    a = load_for(TrainConfig(dataset="digits", seed=0))
-    b = load_for(TrainConfig(dataset="digits", seed=5))
+    a = load_for(TrainParams(dataset="digits", seed=0))
+    b = load_for(TrainParams(dataset="digits", seed=5))
     np.testing.assert_array_equal(a.y_test, b.y_test)
 
 
 def test_load_for_resolves_the_data_dir(shared_data: Path, tmp_path: Path) -> None:
     data = load_for(DataParams(dataset="wifi", limit=10), data_dir=shared_data)
     _check(data, (7,), 10, 10)
-    with pytest.raises(DatasetError, match="olivetti data file not found"):
+    with pytest.raises(DataError, match="olivetti data file not found"):
         load_for(DataParams(dataset="olivetti"), data_dir=tmp_path)
-    with pytest.raises(DatasetError, match="olivetti: a path to its file is required"):
+    with pytest.raises(DataError, match="olivetti: a path to its file is required"):
         load_for(DataParams(dataset="olivetti"))
 
 
@@ -238,5 +240,5 @@ def test_digits_size_and_split_options() -> None:
     ({"limit": 0}, "limit must be >= 1"),
 ])
 def test_bad_options(kwargs: dict, text: str) -> None:
-    with pytest.raises(DatasetError, match=text):
+    with pytest.raises(DataError, match=text):
         load_dataset("digits", **kwargs)

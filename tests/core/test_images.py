@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import GAP, GAP_VALUE, comparison_grid_png
+from core.images import GAP, GAP_VALUE, comparison_grid_png, grey_row_png
 
 
 def _decode(png: bytes) -> Image.Image:
@@ -62,3 +62,13 @@ def test_bad_layouts(shape: tuple[int, ...]) -> None:
 def test_bad_scale() -> None:
     with pytest.raises(ValueError, match="scale"):
         comparison_grid_png(np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4, 1)), scale=0)
+
+
+def test_grey_row_png_puts_images_side_by_side_with_white_gaps() -> None:
+    a, b = np.zeros((5, 3), np.uint8), np.full((5, 3), 100, np.uint8)
+    with Image.open(io.BytesIO(grey_row_png([a, b], gap=2))) as im:
+        pixels = np.asarray(im)
+    assert pixels.shape == (5, 8)
+    assert (pixels[:, :3] == 0).all() and (pixels[:, 3:5] == 255).all() and (pixels[:, 5:] == 100).all()
+    with pytest.raises(ValueError, match="of one shape"):
+        grey_row_png([a, np.zeros((4, 3), np.uint8)])

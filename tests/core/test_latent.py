@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import SampleConfig
+from core.kinds.sample import SampleParams
 from core.latent import (
     draw,
     interpolate,
@@ -188,11 +188,11 @@ def test_interpolate_endpoints_and_linearity() -> None:
 
 @pytest.mark.parametrize("sampler", ["uniform_box", "normal", "fitted_normal", "pca_ellipsoid"])
 def test_draw_seeds_each_sampler(z_train: np.ndarray, sampler: str) -> None:
-    config = SampleConfig(sampler=sampler, n=300, k_sigma=1.5, seed=11)  # type: ignore[arg-type]
+    config = SampleParams(sampler=sampler, n=300, k_sigma=1.5, seed=11)  # type: ignore[arg-type]
     z = draw(config, z_train, z_train[:50])
     assert z.shape == (300, D) and z.dtype == np.float32
     np.testing.assert_array_equal(z, draw(config, z_train, z_train[:50]))
-    assert not np.array_equal(z, draw(SampleConfig(sampler=sampler, n=300, k_sigma=1.5, seed=12),  # type: ignore[arg-type]
+    assert not np.array_equal(z, draw(SampleParams(sampler=sampler, n=300, k_sigma=1.5, seed=12),  # type: ignore[arg-type]
                                       z_train, z_train[:50]))
     # draw is exactly the sampler with default_rng(seed).
     rng = np.random.default_rng(11)
@@ -207,7 +207,7 @@ def test_draw_seeds_each_sampler(z_train: np.ndarray, sampler: str) -> None:
                                                   (25, 2, 26)])
 def test_draw_interpolate_rounds_to_whole_lines(z_train: np.ndarray, n: int, steps: int, rows: int) -> None:
     z_test = z_train[:30].astype(np.float32)
-    z = draw(SampleConfig(sampler="interpolate", n=n, steps=steps, seed=1), z_train, z_test)
+    z = draw(SampleParams(sampler="interpolate", n=n, steps=steps, seed=1), z_train, z_test)
     assert z.shape == (rows, D)
     lines = z.reshape(-1, steps, D)
     # Every line runs between two different test latents.
@@ -220,7 +220,7 @@ def test_draw_interpolate_rounds_to_whole_lines(z_train: np.ndarray, n: int, ste
 
 def test_draw_interpolate_needs_two_test_latents(z_train: np.ndarray) -> None:
     with pytest.raises(ValueError, match="z_test"):
-        draw(SampleConfig(sampler="interpolate"), z_train, z_train[:1])
+        draw(SampleParams(sampler="interpolate"), z_train, z_train[:1])
 
 
 def test_no_tensorflow_import() -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.config import TrainConfig
-from core.models import Autoencoder, Classifier, build_model, decode, encode, split_autoencoder
+from core.kinds.train import TrainParams
+from core.models.build import build_model
 from core.models.cnn import build_cnn
+from core.models.common import Autoencoder, Classifier, decode, encode, split_autoencoder
 from core.models.face_ae import build_face_ae
 from core.models.pool_ae import build_pool_ae
 
@@ -84,7 +85,7 @@ def test_cnn_layers() -> None:
     ("cnn", (28, 28, 1), None, Classifier),
 ])
 def test_build_model_defaults(model: str, shape: tuple[int, int, int], latent: tuple | None, kind: type) -> None:
-    built = build_model(TrainConfig(model=model), shape, n_classes=10)
+    built = build_model(TrainParams(model=model), shape, n_classes=10)
     assert isinstance(built, kind) and built.model.name == model
     assert built.model.input_shape == (None, *shape)
     if latent is not None:
@@ -92,13 +93,13 @@ def test_build_model_defaults(model: str, shape: tuple[int, int, int], latent: t
 
 
 def test_build_model_passes_z_dim_and_filters() -> None:
-    built = build_model(TrainConfig(model="conv_ae", z_dim=5, filters=(4, 8, 16)), (28, 28, 1))
+    built = build_model(TrainParams(model="conv_ae", z_dim=5, filters=(4, 8, 16)), (28, 28, 1))
     assert built.encoder.output_shape == (None, 5)
     assert built.encoder.get_layer("enc_conv3").filters == 16
-    built = build_model(TrainConfig(model="face_ae", z_dim=7, filters=(4, 8, 8, 8)), (32, 32, 3))
+    built = build_model(TrainParams(model="face_ae", z_dim=7, filters=(4, 8, 8, 8)), (32, 32, 3))
     assert built.encoder.output_shape == (None, 7)
     with pytest.raises(ValueError, match="n_classes"):
-        build_model(TrainConfig(model="cnn"), (28, 28, 1))
+        build_model(TrainParams(model="cnn"), (28, 28, 1))
 
 
 def test_split_encode_decode_on_fresh_models() -> None:

@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from core.config import TrainConfig
 from core.datasets import Dataset, load_dataset
-from core.train import TrainResult, split_autoencoder, train_model
+from core.kinds.train import TrainParams
+from core.models.common import split_autoencoder
+from core.train import TrainResult, train_model
 
 AE_KEYS = {"loss", "val_loss", "mse", "val_mse"}
 CNN_KEYS = {"loss", "val_loss", "accuracy", "val_accuracy"}
@@ -27,11 +28,11 @@ def faces(request: pytest.FixtureRequest) -> Dataset:
 def trained(digits_300: Dataset, faces: Dataset) -> dict[str, TrainResult]:
     """One epoch of each model: face_ae on 40 Olivetti faces, the others on 300 digits."""
     return {
-        "conv_ae": train_model(TrainConfig(model="conv_ae", epochs=1, filters=(8, 16, 32)), digits_300),
-        "pool_ae": train_model(TrainConfig(model="pool_ae", epochs=1), digits_300),
-        "face_ae": train_model(TrainConfig(model="face_ae", epochs=1, batch_size=8, z_dim=32,
+        "conv_ae": train_model(TrainParams(model="conv_ae", epochs=1, filters=(8, 16, 32)), digits_300),
+        "pool_ae": train_model(TrainParams(model="pool_ae", epochs=1), digits_300),
+        "face_ae": train_model(TrainParams(model="face_ae", epochs=1, batch_size=8, z_dim=32,
                                            filters=(8, 16, 32, 64)), faces),
-        "cnn": train_model(TrainConfig(model="cnn", epochs=1, batch_size=32), digits_300),
+        "cnn": train_model(TrainParams(model="cnn", epochs=1, batch_size=32), digits_300),
     }
 
 
@@ -94,10 +95,10 @@ def test_saved_cnn_keeps_its_named_layers(trained: dict[str, TrainResult], tmp_p
 def test_config_defaults_reach_the_model(digits_300: Dataset) -> None:
     small = Dataset("digits", digits_300.x_train[:64], digits_300.y_train[:64], digits_300.x_test[:16],
                     digits_300.y_test[:16])
-    result = train_model(TrainConfig(epochs=1, filters=(4, 8, 8), validation_split=0.0), small)
+    result = train_model(TrainParams(epochs=1, filters=(4, 8, 8), validation_split=0.0), small)
     assert result.encoder.output_shape == (None, 16)  # z_dim None: conv_ae's default
     assert float(result.model.optimizer.learning_rate) == pytest.approx(1e-3)  # learning_rate None: 1e-3
-    result = train_model(TrainConfig(epochs=1, z_dim=3, filters=(4, 8, 8), learning_rate=0.01,
+    result = train_model(TrainParams(epochs=1, z_dim=3, filters=(4, 8, 8), learning_rate=0.01,
                                            optimizer="rmsprop", validation_split=0.0), small)
     assert result.encoder.output_shape == (None, 3)
     assert float(result.model.optimizer.learning_rate) == pytest.approx(0.01)
@@ -107,11 +108,11 @@ def test_config_defaults_reach_the_model(digits_300: Dataset) -> None:
 def test_tabular_data_is_refused(shared_data: Path) -> None:
     wifi = load_dataset("wifi", shared_data / "wifi_localization.txt", limit=20)
     with pytest.raises(ValueError, match=r"needs images \(n, h, w, c\); dataset 'wifi' has items of shape"):
-        train_model(TrainConfig(model="cnn", epochs=1), wifi)
+        train_model(TrainParams(model="cnn", epochs=1), wifi)
 
 
 def test_cnn_needs_two_classes(digits_300: Dataset) -> None:
     one_class = Dataset("x", digits_300.x_train[:20], np.zeros(20, np.int64), digits_300.x_test[:5],
                         np.zeros(5, np.int64))
     with pytest.raises(ValueError, match="at least 2 classes"):
-        train_model(TrainConfig(model="cnn", epochs=1), one_class)
+        train_model(TrainParams(model="cnn", epochs=1), one_class)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 import subprocess
@@ -12,6 +13,8 @@ from typing import Any
 import click
 import pytest
 
+from tests import services
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
 MULTIHOST = REPO / "docker" / "compose.multihost.yml"
@@ -19,7 +22,8 @@ MULTIHOST = REPO / "docker" / "compose.multihost.yml"
 
 def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     """Validate ``path`` against the Compose specification's schema, as vendored in check-jsonschema."""
-    pytest.importorskip("check_jsonschema", reason="check-jsonschema is in the dev extras")
+    services.require(importlib.util.find_spec("check_jsonschema") is not None,
+                     "check-jsonschema (in the dev extras) is not installed")
     return subprocess.run(
         [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
         capture_output=True, text=True, timeout=120, check=False,

@@ -126,9 +126,9 @@ def test_a_data_file_that_cannot_be_read_is_a_user_error(tmp_path: Path) -> None
 def test_control_plane_imports_leave_tensorflow_out() -> None:
     code = textwrap.dedent("""
         import sys
-        import scheduler.cli, scheduler.service, scheduler.spec, workers.tasks, workers.handlers
-        from scheduler.api import create_app
-        from scheduler.service import ControlPlane
+        import scheduler.cli, scheduler.control, scheduler.spec, workers.tasks, workers.handlers
+        from scheduler.web.app import create_app
+        from scheduler.control import ControlPlane
         from scheduler.settings import Settings
         create_app(ControlPlane.open(Settings.from_env({"LATENTFARM_DATABASE_URL": "sqlite://"})))
         heavy = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)

@@ -9,6 +9,7 @@ prints where (``pytest -s`` or ``-rA`` shows it).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests import services
 from tests.e2e.cli import clean_env, latentfarm_bin, run_json
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,15 +58,6 @@ jobs:
     kind: cluster
     params: {limit: 600, k: [4, 8, 10], n_init: 2, plot_sample: 300}
 """
-
-
-def _need(ok: bool, reason: str) -> None:
-    """Skip locally, fail in CI: a CI run must not pass by skipping what it was meant to check."""
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}, and CI must not skip the browser tests")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -135,14 +128,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _need(CHROMIUM.is_file() and CHROMEDRIVER.is_file(),
-          f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} (Debian: apt install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _need(False, "headless browser tests need selenium (pip install -e .[dev])")
-        raise
+    services.require(CHROMIUM.is_file() and CHROMEDRIVER.is_file(), f"{CHROMIUM} and {CHROMEDRIVER} are not "
+                     "installed (Debian: apt install chromium chromium-driver; `make browser`)")
+    services.require(importlib.util.find_spec("selenium") is not None, "selenium (pip install -e .[dev]) is not "
+                     "installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
@@ -175,10 +167,7 @@ def css(driver: Any, selector: str) -> list[Any]:
 
 def check_page(driver: Any) -> None:
     """No error in the console, and everything the page loaded came from this server."""
-    try:
-        logs = driver.get_log("browser")
-    except Exception:  # a driver without the log endpoint: nothing to read
-        logs = []
+    logs = driver.get_log("browser")  # test_the_console_check_sees_errors: this endpoint works here
     severe = [entry["message"] for entry in logs if entry.get("level") == "SEVERE"]
     assert not severe, f"{driver.current_url}: errors in the console: {severe}"
     foreign = driver.execute_script("""
@@ -187,6 +176,15 @@ def check_page(driver: Any) -> None:
           .concat(performance.getEntriesByType('resource').map(e => e.name));
         return urls.filter(u => new URL(u, location.href).origin !== location.origin);""")
     assert foreign == [], f"{driver.current_url} loads from elsewhere: {foreign}"
+
+
+def test_the_console_check_sees_errors(browser: Any, server: Server) -> None:
+    """check_page would pass vacuously if the browser's console could not be read: an error put there is seen."""
+    browser.get(server.url + "/")
+    browser.execute_script("console.error('latentfarm console probe')")
+    with pytest.raises(AssertionError, match="latentfarm console probe"):
+        check_page(browser)
+    check_page(browser)  # read once: the log is empty again
 
 
 def images_loaded(driver: Any) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from scheduler.service import ControlPlane
+from scheduler.control import ControlPlane
 from scheduler.settings import Settings
 from storage import queries
 from storage.status import JobStatus

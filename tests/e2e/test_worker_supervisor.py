@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.control import ControlPlane
 from scheduler.errors import UserError
-from scheduler.service import ControlPlane
 from scheduler.settings import Settings
 from scheduler.supervisor import choose_gpus, discover_gpus, plan_workers
 from storage import queries
@@ -23,10 +23,11 @@ HOST = socket.gethostname()
 
 
 def test_discover_gpus_from_the_environment_or_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert discover_gpus({"LATENTFARM_GPUS": "0, 1,"}) == ["0", "1"]
-    assert discover_gpus({"LATENTFARM_GPUS": ""}) == []
+    assert Settings.from_env({"LATENTFARM_GPUS": "0, 1,"}).gpus == ("0", "1")
+    assert discover_gpus(Settings.from_env({"LATENTFARM_GPUS": "0, 1,"}).gpus) == ["0", "1"]
+    assert discover_gpus(Settings.from_env({"LATENTFARM_GPUS": ""}).gpus) == []
     monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: no GPU
-    assert discover_gpus({}) == []
+    assert Settings.from_env({}).gpus is None and discover_gpus(None) == []
 
 
 @pytest.mark.parametrize("value,available,expected", [

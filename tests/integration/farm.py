@@ -9,9 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from scheduler.control import ControlPlane
 from scheduler.embedded import in_process_worker
-from scheduler.progress import follow
-from scheduler.service import ControlPlane
 from scheduler.settings import Settings
 from storage import queries
 from storage.queries import BatchSummary
@@ -31,17 +30,10 @@ def worker(cp: ControlPlane, concurrency: int = 1) -> Iterator[None]:
 
 
 def wait_done(cp: ControlPlane, batch_id: int, timeout: float = 120) -> BatchSummary:
-    class Quiet:
-        def write(self, _s: str) -> int:
-            return 0
-
-        def flush(self) -> None: ...
-
-        def isatty(self) -> bool:
-            return False
-
-    summary = follow(cp.store, batch_id, out=Quiet(), interval=0.05, timeout=timeout)  # type: ignore[arg-type]
-    assert summary.settled, f"batch {batch_id} not done within {timeout}s: {summary.counts}"
+    summary = None
+    for snap in cp.follow(batch_id, interval=0.05, timeout=timeout):
+        summary = snap.summary
+    assert summary is not None and summary.settled, f"batch {batch_id} not done within {timeout}s: {summary}"
     return summary
 
 

@@ -55,8 +55,8 @@ def _in_process(cp, cnn_job_id: int, image: str, maps: Any, tmp_path: Path) -> n
     """The same dream by ``core.dream.run_dream`` in this process, with the farm's trained cnn."""
     import keras
 
-    from core.config import DreamParams
     from core.dream import features_model, load_image, run_dream
+    from core.kinds.dream import DreamParams
 
     model_file = tmp_path / f"cnn-{cnn_job_id}.keras"
     shutil.copy(cp.store.artifacts.path_of(_artifacts(cp, cnn_job_id)["model.keras"].uri), model_file)
@@ -150,7 +150,7 @@ def test_an_image_gone_after_submit_fails_the_dream_with_the_reason(settings: Se
         summary = wait_done(cp, submitted.batch_id)
     jobs = jobs_by_name(cp, submitted.batch_id)
     first = jobs["dream/i0/L0/t0"]
-    assert first.status is JobStatus.FAILED and first.error == f"DataFileError: image not found: {image}"
+    assert first.status is JobStatus.FAILED and first.error == f"DataError: image not found: {image}"
     rest = [j for n, j in jobs.items() if n not in ("cnn", "dream/i0/L0/t0")]
     assert rest and all(j.status is JobStatus.CANCELLED for j in rest)
     assert all("dream/i0/L0/t0" in (j.error or "") for j in rest)

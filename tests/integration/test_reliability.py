@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import dispatch
-from scheduler.reaper import queue_size, reap
-from scheduler.service import ControlPlane
-from scheduler.settings import Settings
-from storage import jobs as jobrepo
-from storage import queries
+from scheduler import lifecycle
+from scheduler.broker import queue_size
+from scheduler.control import ControlPlane
+from scheduler.reaper import reap
+from scheduler.settings import Settings, renew_interval
+from storage import queries, transitions
 from storage.models import utcnow
 from storage.status import JobStatus
 from tests.conftest import make_settings
 from tests.integration.farm import jobs_by_name, open_farm, wait_done, wait_for, worker, write_spec
 from workers.context import JobLost
-from workers.monitor import Watch, beat_interval
+from workers.monitor import Watch
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,7 +57,7 @@ def submit(cp: ControlPlane, tmp_path: Path, jobs: list[dict]) -> dict[str, int]
 def claim_and_die(cp: ControlPlane, job_id: int, worker_name: str = "doomed@host") -> int:
     """Claim a queued job as a worker does, with a lease that is already over: a worker that died at once."""
     with cp.store.session() as s:
-        job = jobrepo.claim(s, job_id, worker_name, lease_seconds=-1)
+        job = transitions.claim(s, job_id, worker_name, lease_seconds=-1)
     assert job is not None
     return job.attempts
 
@@ -107,7 +107,7 @@ def test_last_attempt_lost_fails_the_job_and_cancels_its_descendants(cp: Control
 def test_expired_lease_of_a_cancelled_job_ends_cancelled(cp: ControlPlane, tmp_path: Path) -> None:
     ids = submit(cp, tmp_path, [{"name": "a", "kind": "noop"}])
     claim_and_die(cp, ids["a"])
-    assert dispatch.cancel(cp.store, [ids["a"]])["flagged"] == [ids["a"]]
+    assert lifecycle.cancel(cp.store, [ids["a"]])["flagged"] == [ids["a"]]
     assert reap(cp.store, cp.app, cp.settings).cancelled == [ids["a"]]
     job = get(cp, ids["a"])
     assert job.status is JobStatus.CANCELLED and job.error.startswith("cancelled by user (worker lost")
@@ -116,7 +116,7 @@ def test_expired_lease_of_a_cancelled_job_ends_cancelled(cp: ControlPlane, tmp_p
 def test_a_live_lease_is_left_alone(cp: ControlPlane, tmp_path: Path) -> None:
     ids = submit(cp, tmp_path, [{"name": "a", "kind": "noop"}])
     with cp.store.session() as s:
-        job = jobrepo.claim(s, ids["a"], "alive@host", lease_seconds=30)
+        job = transitions.claim(s, ids["a"], "alive@host", lease_seconds=30)
     assert job is not None and not reap(cp.store, cp.app, cp.settings)
     assert get(cp, ids["a"]).status is JobStatus.RUNNING
 
@@ -144,16 +144,16 @@ def test_an_attempt_that_lost_its_lease_can_record_nothing(cp: ControlPlane, tmp
     old = claim_and_die(cp, ids["a"], "slow@host")
     reap(cp.store, cp.app, cp.settings)
     with cp.store.session() as s:
-        new = jobrepo.claim(s, ids["a"], "fresh@host", lease_seconds=30)
+        new = transitions.claim(s, ids["a"], "fresh@host", lease_seconds=30)
     assert new is not None and new.attempts == old + 1
     # the first worker wakes up: its lease renewal and all its outcomes are refused
     with cp.store.session() as s:
-        assert jobrepo.heartbeat(s, ids["a"], old, 30) is None
-        assert jobrepo.heartbeat(s, ids["a"], new.attempts, 30) is False  # alive, no cancel request
-    assert not dispatch.complete_job(cp.store, cp.app, ids["a"], by="slow@host", attempt=old)
-    assert dispatch.end_job(cp.store, ids["a"], JobStatus.FAILED, "late", None, by="slow@host", attempt=old) == []
+        assert transitions.heartbeat(s, ids["a"], old, 30) is None
+        assert transitions.heartbeat(s, ids["a"], new.attempts, 30) is False  # alive, no cancel request
+    assert not lifecycle.complete_job(cp.store, cp.app, ids["a"], by="slow@host", attempt=old)
+    assert lifecycle.end_job(cp.store, ids["a"], JobStatus.FAILED, "late", None, by="slow@host", attempt=old) == []
     assert get(cp, ids["a"]).status is JobStatus.RUNNING and get(cp, ids["a"]).worker == "fresh@host"
-    assert dispatch.complete_job(cp.store, cp.app, ids["a"], by="fresh@host", attempt=new.attempts)
+    assert lifecycle.complete_job(cp.store, cp.app, ids["a"], by="fresh@host", attempt=new.attempts)
     assert get(cp, ids["a"]).status is JobStatus.SUCCEEDED and get(cp, ids["b"]).status is JobStatus.QUEUED
     succeeded = [e for e in events(cp, ids["a"]) if e.status == "succeeded"]
     assert [(e.worker, e.attempt) for e in succeeded] == [("fresh@host", 2)]
@@ -164,18 +164,18 @@ def test_the_lease_keeper_tells_a_job_it_was_handed_on(cp: ControlPlane, tmp_pat
 
     ids = submit(cp, tmp_path, [{"name": "a", "kind": "noop"}])
     with cp.store.session() as s:
-        job = jobrepo.claim(s, ids["a"], "w@host", lease_seconds=30)
+        job = transitions.claim(s, ids["a"], "w@host", lease_seconds=30)
     assert job is not None
     watch = Watch(cp.store, job.id, job.attempts, 30.0)
     ctx = JobContext(cp.store, cp.settings, job, "w@host", watch)
     ctx.progress(0.5, "half way")  # renews: the lease moves on, progress is written
     assert get(cp, job.id).progress == 0.5 and get(cp, job.id).lease_until > utcnow() + timedelta(seconds=25)
     with cp.store.session() as s:  # the reaper took it back meanwhile (its lease had run out)
-        assert jobrepo.transition(s, job.id, JobStatus.RUNNING, JobStatus.QUEUED, attempt=job.attempts)
+        assert transitions.transition(s, job.id, JobStatus.RUNNING, JobStatus.QUEUED, attempt=job.attempts)
     watch.renew()
     with pytest.raises(JobLost):
         ctx.check()
-    assert beat_interval(60) == 5.0 and beat_interval(3) == 0.5
+    assert renew_interval(60) == 5.0 and renew_interval(3) == 0.5
 
 
 # -- whole runs through a real (in-process) worker ------------------------------------------------------------------
@@ -229,9 +229,9 @@ def test_cancel_stops_a_running_job_at_its_next_check(cp: ControlPlane, tmp_path
     with worker(cp):
         wait_for(lambda: get(cp, ids["long"]).status is JobStatus.RUNNING, timeout=20)
         asked = time.monotonic()
-        out = dispatch.cancel(cp.store, [ids["long"]])
+        out = lifecycle.cancel(cp.store, [ids["long"]])
         assert out == {"cancelled": [ids["next"]], "flagged": [ids["long"]]}
         wait_for(lambda: get(cp, ids["long"]).status is JobStatus.CANCELLED, timeout=10)
         stopped = time.monotonic() - asked
-    assert stopped < beat_interval(cp.settings.lease_seconds) + 1.5
+    assert stopped < renew_interval(cp.settings.lease_seconds) + 1.5
     assert get(cp, ids["long"]).error == "cancelled by user"

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from scheduler import dispatch
+from scheduler import broker, lifecycle
 from scheduler.celery_app import make_celery
 from scheduler.plan import BatchPlan
-from storage import jobs as jobrepo
-from storage import queries
+from storage import batches, graph, queries, results, sql, transitions
 from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
 from storage.records import Job, NewJob
 from storage.status import JobStatus
@@ -40,24 +39,24 @@ def plan(name: str) -> BatchPlan:
 def seed(store: Store) -> dict[str, int]:
     """Succeeded jobs with results: the sources of the cache hits. ``fp-m``'s only success is a cached copy."""
     with store.session() as s:
-        _, ids = jobrepo.create_batch(s, "seed", {}, [NewJob(n, "noop", {}, fp, "cpu") for n, fp in [
+        _, ids = batches.create_batch(s, "seed", {}, [NewJob(n, "noop", {}, fp, "cpu") for n, fp in [
             ("e", "fp-e"), ("i", "fp-i"), ("k", "fp-k"), ("m0", "fp-m0"), ("m", "fp-m")]], [])
         for n in ("e", "i", "k", "m0"):
-            assert jobrepo.transition(s, ids[n], JobStatus.PENDING, JobStatus.SUCCEEDED, progress=1.0)
-        assert jobrepo.transition(s, ids["m"], JobStatus.PENDING, JobStatus.SUCCEEDED, cached_from=ids["m0"])
-        jobrepo.put_metric(s, ids["e"], "value", 3.0)
-        jobrepo.put_metric(s, ids["e"], "loss", 0.5, step=1)
-        jobrepo.put_metric(s, ids["e"], "loss", 0.25, step=2)
-        jobrepo.put_artifact(s, ids["e"], "out.json", "sha256/ee/ee", "ee" * 32, 12, "application/json", {"k": 1})
-        jobrepo.put_artifact(s, ids["e"], "model.keras", "sha256/e2/e2", "e2" * 32, 99, "application/zip")
-        jobrepo.put_metric(s, ids["i"], "value", 7.0)
-        jobrepo.put_artifact(s, ids["k"], "out.json", "sha256/kk/kk", "kk" * 32, 5, "application/json")
-        jobrepo.put_metric(s, ids["m0"], "value", 9.0)
-        jobrepo.put_artifact(s, ids["m0"], "out.json", "sha256/m0/m0", "m0" * 32, 6, "application/json")
+            assert transitions.transition(s, ids[n], JobStatus.PENDING, JobStatus.SUCCEEDED, progress=1.0)
+        assert transitions.transition(s, ids["m"], JobStatus.PENDING, JobStatus.SUCCEEDED, cached_from=ids["m0"])
+        results.put_metric(s, ids["e"], "value", 3.0)
+        results.put_metric(s, ids["e"], "loss", 0.5, step=1)
+        results.put_metric(s, ids["e"], "loss", 0.25, step=2)
+        results.put_artifact(s, ids["e"], "out.json", "sha256/ee/ee", "ee" * 32, 12, "application/json", {"k": 1})
+        results.put_artifact(s, ids["e"], "model.keras", "sha256/e2/e2", "e2" * 32, 99, "application/zip")
+        results.put_metric(s, ids["i"], "value", 7.0)
+        results.put_artifact(s, ids["k"], "out.json", "sha256/kk/kk", "kk" * 32, 5, "application/json")
+        results.put_metric(s, ids["m0"], "value", 9.0)
+        results.put_artifact(s, ids["m0"], "out.json", "sha256/m0/m0", "m0" * 32, 6, "application/json")
     return ids
 
 
-def submit_one_by_one(store: Store, p: BatchPlan, no_cache: bool = False) -> dispatch.SubmitResult:
+def submit_one_by_one(store: Store, p: BatchPlan, no_cache: bool = False) -> lifecycle.SubmitResult:
     """The submission as it was before it was made bulk: ORM rows, one transition (and one results copy) per
     job. The reference the bulk path must agree with."""
     with store.session() as s:
@@ -73,27 +72,27 @@ def submit_one_by_one(store: Store, p: BatchPlan, no_cache: bool = False) -> dis
         s.add_all(JobDepRow(parent_id=rows[a].id, child_id=rows[b].id) for a, b in p.edges)
         s.add_all(EventRow(job_id=r.id, kind="status", status="pending", message="submitted") for r in rows.values())
         s.flush()
-        result = dispatch.SubmitResult(batch.id, {n: r.id for n, r in rows.items()})
+        result = lifecycle.SubmitResult(batch.id, {n: r.id for n, r in rows.items()})
         if not no_cache:
-            hits = jobrepo.succeeded_by_fingerprint(s, [j.fingerprint for j in p.jobs])
+            hits = batches.succeeded_by_fingerprint(s, [j.fingerprint for j in p.jobs])
             for j in p.jobs:
                 source = hits.get(j.fingerprint)
                 jid = rows[j.name].id
-                if source is not None and jobrepo.transition(
+                if source is not None and transitions.transition(
                         s, jid, JobStatus.PENDING, JobStatus.SUCCEEDED, cached_from=source, progress=1.0,
                         message=f"cached: same fingerprint as job {source}"):
                     for a in s.scalars(select(ArtifactRow).where(ArtifactRow.job_id == source)):
-                        jobrepo.put_artifact(s, jid, a.name, a.uri, a.sha256, a.bytes, a.media_type, dict(a.meta))
+                        results.put_artifact(s, jid, a.name, a.uri, a.sha256, a.bytes, a.media_type, dict(a.meta))
                     for m in s.scalars(select(MetricRow).where(MetricRow.job_id == source)):
                         s.add(MetricRow(job_id=jid, key=m.key, step=m.step, value=m.value, time=m.time))
                     result.cached.append(jid)
-        for jid in jobrepo.roots(s, batch.id):
-            if jobrepo.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED):
+        for jid in graph.roots(s, batch.id):
+            if transitions.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED):
                 result.queued.append(jid)
     return result
 
 
-def snapshot(store: Store, result: dispatch.SubmitResult) -> dict[str, Any]:
+def snapshot(store: Store, result: lifecycle.SubmitResult) -> dict[str, Any]:
     """What a batch left in the store, by job name (ids differ between two batches)."""
     name_of = {v: k for k, v in result.job_ids.items()}
     with store.session() as s:
@@ -125,16 +124,16 @@ def snapshot(store: Store, result: dispatch.SubmitResult) -> dict[str, Any]:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[tuple[int, str, str]]:
-    """Jobs whose messages dispatch sent, each with its committed status when it was sent (read in a new
+    """Jobs whose messages the lifecycle sent, each with its committed status when it was sent (read in a new
     transaction: a job must be queued in SQL before its message exists)."""
     out: list[tuple[int, str, str]] = []
 
-    def record(app: Any, jobs: list[Job]) -> None:
+    def record(app: Any, jobs: list[Job], countdown: float | None = None) -> None:
         with store.session() as s:
             for j in jobs:
                 out.append((j.id, j.queue, queries.require_job(s, j.id).status.value))
 
-    monkeypatch.setattr(dispatch, "_send", record)
+    monkeypatch.setattr(broker, "send", record)
     return out
 
 
@@ -142,11 +141,11 @@ def sent(monkeypatch: pytest.MonkeyPatch, store: Store) -> list[tuple[int, str, 
 @pytest.mark.parametrize("no_cache", [False, True], ids=["cache", "no_cache"])
 def test_bulk_submit_writes_what_one_by_one_did(store: Store, tmp_path: Path, sent: list[tuple[int, str, str]],
                                                 monkeypatch: pytest.MonkeyPatch, chunk: int, no_cache: bool) -> None:
-    monkeypatch.setattr(jobrepo, "_CHUNK", chunk)  # 2: every bulk statement runs in several chunks
+    monkeypatch.setattr(sql, "CHUNK", chunk)  # 2: every bulk statement runs in several chunks
     seeded = seed(store)
     before = snapshot(store, submit_one_by_one(store, plan("x"), no_cache=no_cache))
     app = make_celery(make_settings(tmp_path))
-    result = dispatch.submit(store, app, plan("x"), no_cache=no_cache)
+    result = lifecycle.submit(store, app, plan("x"), no_cache=no_cache)
     after = snapshot(store, result)
     assert after == before
     assert after["job_ids"]
@@ -169,7 +168,7 @@ def test_bulk_submit_writes_what_one_by_one_did(store: Store, tmp_path: Path, se
 def test_children_of_hits_wait_for_unfinished_parents_and_are_queued_once_ready(store: Store, tmp_path: Path,
                                                                                 sent: list[Any]) -> None:
     seed(store)
-    result = dispatch.submit(store, make_celery(make_settings(tmp_path)), plan("y"))
+    result = lifecycle.submit(store, make_celery(make_settings(tmp_path)), plan("y"))
     with store.session() as s:
         status = {j.name: j.status.value for j in queries.list_jobs(s, batch_id=result.batch_id)}
         events = {n: [e.status for e in queries.job_events(s, result.job_ids[n]) if e.kind == "status"]
@@ -184,14 +183,14 @@ def test_bulk_transitions_are_guarded(store: Store) -> None:
     """Only pending jobs move: one cancelled meanwhile is neither marked cached nor queued, and gets no event."""
     src = seed(store)["e"]
     with store.session() as s:
-        batch_id, ids = jobrepo.create_batch(s, "g", {}, [NewJob(n, "noop", {}, f"fp-{n}", "cpu") for n in "abcd"],
+        batch_id, ids = batches.create_batch(s, "g", {}, [NewJob(n, "noop", {}, f"fp-{n}", "cpu") for n in "abcd"],
                                              [("a", "d")])
-        assert jobrepo.transition(s, ids["b"], JobStatus.PENDING, JobStatus.CANCELLED)
-        assert jobrepo.mark_cached(s, {ids["a"]: src, ids["b"]: src}) == [ids["a"]]
-        queued = jobrepo.queue_roots(s, batch_id)
+        assert transitions.transition(s, ids["b"], JobStatus.PENDING, JobStatus.CANCELLED)
+        assert batches.mark_cached(s, {ids["a"]: src, ids["b"]: src}) == [ids["a"]]
+        queued = batches.queue_roots(s, batch_id)
         assert [j.id for j in queued] == [ids["c"], ids["d"]]  # d: its parent a is a hit now
         assert all(j.status is JobStatus.QUEUED and j.queued_at is not None for j in queued)
-        assert jobrepo.queue_roots(s, batch_id) == []  # nothing left pending and ready
+        assert batches.queue_roots(s, batch_id) == []  # nothing left pending and ready
         status = {n: queries.require_job(s, i).status.value for n, i in ids.items()}
         b_events = [e.status for e in queries.job_events(s, ids["b"])]
     assert status == {"a": "succeeded", "b": "cancelled", "c": "queued", "d": "queued"}
@@ -205,9 +204,9 @@ def test_a_failing_submit_leaves_no_trace(store: Store, tmp_path: Path, sent: li
     def boom(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(jobrepo, "queue_roots", boom)  # after the batch, its edges, events and cache hits
+    monkeypatch.setattr(batches, "queue_roots", boom)  # after the batch, its edges, events and cache hits
     with pytest.raises(RuntimeError, match="boom"):
-        dispatch.submit(store, make_celery(make_settings(tmp_path)), plan("z"))
+        lifecycle.submit(store, make_celery(make_settings(tmp_path)), plan("z"))
     with store.session() as s:
         assert [b.batch.name for b in queries.list_batches(s)] == ["seed"]
         assert len(queries.list_jobs(s)) == 5
@@ -220,8 +219,8 @@ def test_large_batch_ids_match_names_across_insert_pages(store: Store) -> None:
     jobs = [NewJob(f"j{k}", "noop", {"k": k}, f"fp-{k}", "cpu") for k in range(n)]
     edges = [(f"j{k}", f"j{k + 1}") for k in range(0, n, 2)]
     with store.session() as s:
-        batch_id, ids = jobrepo.create_batch(s, "big", {}, jobs, edges)
-        queued = jobrepo.queue_roots(s, batch_id)
+        batch_id, ids = batches.create_batch(s, "big", {}, jobs, edges)
+        queued = batches.queue_roots(s, batch_id)
     with store.session() as s:
         rows = {j.id: j for j in queries.list_jobs(s, batch_id=batch_id)}
         deps = {(p, c) for p, c in s.execute(select(JobDepRow.parent_id, JobDepRow.child_id)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage import jobs as jobrepo
+from storage import batches, results, transitions
 from storage.models import Base
 from storage.records import NewJob
 from storage.status import JobStatus
@@ -40,22 +40,22 @@ def test_every_table_and_column_is_documented(table: str) -> None:
 def test_the_example_queries_answer(store: Store) -> None:
     z_dims = {4: 0.12, 8: 0.09, 16: 0.10}  # z_dim: test loss
     with store.session() as s:
-        batch, ids = jobrepo.create_batch(
+        batch, ids = batches.create_batch(
             s, "sweep", {}, [NewJob(f"train[z_dim={z}]", "train", {"model": "conv_ae", "z_dim": z}, f"fp{z}", "gpu")
                              for z in z_dims] + [NewJob("broken", "noop", {}, "fpb", "cpu", max_attempts=2)], [])
     with store.session() as s:
         for z, loss in z_dims.items():
             jid = ids[f"train[z_dim={z}]"]
-            jobrepo.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
-            jobrepo.claim(s, jid, "gpu0@h", 60, gpu="0", host="h")
+            transitions.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
+            transitions.claim(s, jid, "gpu0@h", 60, gpu="0", host="h")
             for epoch in (1, 2):
-                jobrepo.put_metrics(s, jid, {"loss": loss + 0.1 / epoch, "val_loss": loss + 0.2 / epoch}, epoch)
-            jobrepo.put_metrics(s, jid, {"test_loss": loss})
-            jobrepo.transition(s, jid, JobStatus.RUNNING, JobStatus.SUCCEEDED)
-        jobrepo.transition(s, ids["broken"], JobStatus.PENDING, JobStatus.QUEUED)
+                results.put_metrics(s, jid, {"loss": loss + 0.1 / epoch, "val_loss": loss + 0.2 / epoch}, epoch)
+            results.put_metrics(s, jid, {"test_loss": loss})
+            transitions.transition(s, jid, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        transitions.transition(s, ids["broken"], JobStatus.PENDING, JobStatus.QUEUED)
         for attempt in (1, 2):
-            jobrepo.claim(s, ids["broken"], "cpu0@h", 60, host="h")
-            jobrepo.transition(s, ids["broken"], JobStatus.RUNNING,
+            transitions.claim(s, ids["broken"], "cpu0@h", 60, host="h")
+            transitions.transition(s, ids["broken"], JobStatus.RUNNING,
                                JobStatus.QUEUED if attempt == 1 else JobStatus.FAILED, error="ValueError: bad")
     best, curves, trouble = queries(store.engine.dialect.name)
     with store.engine.connect() as c:

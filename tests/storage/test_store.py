@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
-from storage import jobs as jobrepo
-from storage import migrate, queries
+from storage import batches, cancel, graph, migrate, queries, results, sql, transitions
 from storage.artifacts import ArtifactStore
 from storage.errors import ArtifactCorrupt, NotFound
 from storage.models import EventRow
@@ -20,7 +19,7 @@ from storage.store import Store
 
 def _batch(store: Store, names: list[str], edges: list[tuple[str, str]], fp: str = "fp") -> tuple[int, dict[str, int]]:
     with store.session() as s:
-        return jobrepo.create_batch(s, "b", {"batch": "b"},
+        return batches.create_batch(s, "b", {"batch": "b"},
                                     [NewJob(n, "noop", {"n": n}, f"{fp}-{n}", "cpu") for n in names], edges)
 
 
@@ -39,7 +38,7 @@ def test_status_check_constraint_rejects_unknown_status(store: Store) -> None:
 
 def test_batch_is_written_whole_or_not_at_all(store: Store) -> None:
     with pytest.raises(KeyError), store.session() as s:  # an edge to a job that is not in the batch
-        jobrepo.create_batch(s, "b", {}, [NewJob("a", "noop", {}, "f", "cpu")], [("a", "missing")])
+        batches.create_batch(s, "b", {}, [NewJob("a", "noop", {}, "f", "cpu")], [("a", "missing")])
     with store.session() as s:
         assert queries.list_batches(s) == []
         assert queries.list_jobs(s) == []
@@ -49,16 +48,16 @@ def test_guarded_transition_happens_once(store: Store) -> None:
     _, ids = _batch(store, ["a"], [])
     jid = ids["a"]
     with store.session() as s:
-        assert jobrepo.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
-        assert not jobrepo.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
+        assert transitions.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
+        assert not transitions.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
     with store.session() as s:
-        job = jobrepo.claim(s, jid, "w1", 30)
+        job = transitions.claim(s, jid, "w1", 30)
     assert job is not None and job.status is JobStatus.RUNNING and job.attempts == 1 and job.worker == "w1"
     with store.session() as s:
-        assert jobrepo.claim(s, jid, "w2", 30) is None  # a duplicate message
-        assert jobrepo.transition(s, jid, JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        assert transitions.claim(s, jid, "w2", 30) is None  # a duplicate message
+        assert transitions.transition(s, jid, JobStatus.RUNNING, JobStatus.SUCCEEDED)
     with store.session() as s:
-        assert jobrepo.claim(s, jid, "w3", 30) is None  # a redelivery after the end
+        assert transitions.claim(s, jid, "w3", 30) is None  # a redelivery after the end
         job = queries.require_job(s, jid)
         statuses = [e.status for e in queries.job_events(s, jid) if e.kind == "status"]
     assert job.status is JobStatus.SUCCEEDED and job.attempts == 1 and job.finished_at is not None
@@ -68,20 +67,20 @@ def test_guarded_transition_happens_once(store: Store) -> None:
 def test_illegal_transition_is_refused(store: Store) -> None:
     _, ids = _batch(store, ["a"], [])
     with store.session() as s, pytest.raises(ValueError, match="illegal"):
-        jobrepo.transition(s, ids["a"], JobStatus.SUCCEEDED, JobStatus.RUNNING)
+        transitions.transition(s, ids["a"], JobStatus.SUCCEEDED, JobStatus.RUNNING)
 
 
 def test_racing_claims_let_exactly_one_worker_run_the_job(store: Store) -> None:
     _, ids = _batch(store, ["a"], [])
     with store.session() as s:
-        jobrepo.transition(s, ids["a"], JobStatus.PENDING, JobStatus.QUEUED)
+        transitions.transition(s, ids["a"], JobStatus.PENDING, JobStatus.QUEUED)
     wins: list[str] = []
     barrier = threading.Barrier(8)
 
     def claim(name: str) -> None:
         barrier.wait()
         with store.session() as s:
-            if jobrepo.claim(s, ids["a"], name, 30) is not None:
+            if transitions.claim(s, ids["a"], name, 30) is not None:
                 wins.append(name)
 
     threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(8)]
@@ -99,15 +98,15 @@ def test_racing_claims_let_exactly_one_worker_run_the_job(store: Store) -> None:
 def test_fan_in_releases_a_child_only_when_all_parents_succeeded(store: Store) -> None:
     _, ids = _batch(store, ["a", "b", "c"], [("a", "c"), ("b", "c")])
     with store.session() as s:
-        assert sorted(jobrepo.roots(s, queries.require_job(s, ids["a"]).batch_id)) == [ids["a"], ids["b"]]
+        assert sorted(graph.roots(s, queries.require_job(s, ids["a"]).batch_id)) == [ids["a"], ids["b"]]
         for n in ("a", "b"):
-            jobrepo.transition(s, ids[n], JobStatus.PENDING, JobStatus.QUEUED)
-            jobrepo.claim(s, ids[n], "w", 30)
-        jobrepo.transition(s, ids["a"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
-        assert jobrepo.ready_children(s, ids["a"]) == []
-        jobrepo.transition(s, ids["b"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
-        assert jobrepo.ready_children(s, ids["a"]) == [ids["c"]]
-        assert jobrepo.ready_children(s, ids["b"]) == [ids["c"]]
+            transitions.transition(s, ids[n], JobStatus.PENDING, JobStatus.QUEUED)
+            transitions.claim(s, ids[n], "w", 30)
+        transitions.transition(s, ids["a"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        assert graph.ready_children(s, ids["a"]) == []
+        transitions.transition(s, ids["b"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        assert graph.ready_children(s, ids["a"]) == [ids["c"]]
+        assert graph.ready_children(s, ids["b"]) == [ids["c"]]
 
 
 def test_fan_in_when_two_parents_finish_at_once(store: Store) -> None:
@@ -116,19 +115,19 @@ def test_fan_in_when_two_parents_finish_at_once(store: Store) -> None:
     _, ids = _batch(store, ["a", "b", "c"], [("a", "c"), ("b", "c")])
     with store.session() as s:
         for n in ("a", "b"):
-            jobrepo.transition(s, ids[n], JobStatus.PENDING, JobStatus.QUEUED)
-            jobrepo.claim(s, ids[n], "w", 30)
+            transitions.transition(s, ids[n], JobStatus.PENDING, JobStatus.QUEUED)
+            transitions.claim(s, ids[n], "w", 30)
 
     def finish(name: str) -> list[int]:
         with store.session() as s:
-            jobrepo.transition(s, ids[name], JobStatus.RUNNING, JobStatus.SUCCEEDED)
-            return [c for c in jobrepo.ready_children(s, ids[name])
-                    if jobrepo.transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
+            transitions.transition(s, ids[name], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+            return [c for c in graph.ready_children(s, ids[name])
+                    if transitions.transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
 
     second: dict[str, list[int]] = {}
     with store.session() as s:  # the first finisher, held open while the second one starts
-        jobrepo.transition(s, ids["a"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
-        first = jobrepo.ready_children(s, ids["a"])
+        transitions.transition(s, ids["a"], JobStatus.RUNNING, JobStatus.SUCCEEDED)
+        first = graph.ready_children(s, ids["a"])
         thread = threading.Thread(target=lambda: second.update(b=finish("b")))
         thread.start()
         thread.join(1.0)  # on PostgreSQL it waits for the child's lock; on SQLite for the write lock
@@ -143,11 +142,11 @@ def test_fan_in_when_two_parents_finish_at_once(store: Store) -> None:
 def test_descendants_and_cancellation(store: Store) -> None:
     _, ids = _batch(store, ["a", "b", "c", "d"], [("a", "b"), ("b", "c"), ("a", "d")])
     with store.session() as s:
-        assert sorted(jobrepo.descendants(s, ids["a"])) == sorted([ids["b"], ids["c"], ids["d"]])
-        assert jobrepo.descendants(s, ids["c"]) == []
-        jobrepo.transition(s, ids["d"], JobStatus.PENDING, JobStatus.QUEUED)
-        jobrepo.claim(s, ids["d"], "w", 30)
-        out = jobrepo.request_cancel(s, [ids["b"], ids["c"], ids["d"]], "parent failed")
+        assert sorted(graph.descendants(s, ids["a"])) == sorted([ids["b"], ids["c"], ids["d"]])
+        assert graph.descendants(s, ids["c"]) == []
+        transitions.transition(s, ids["d"], JobStatus.PENDING, JobStatus.QUEUED)
+        transitions.claim(s, ids["d"], "w", 30)
+        out = cancel.request_cancel(s, [ids["b"], ids["c"], ids["d"]], "parent failed")
     assert sorted(out["cancelled"]) == sorted([ids["b"], ids["c"]]) and out["flagged"] == [ids["d"]]
     with store.session() as s:
         b = queries.require_job(s, ids["b"])
@@ -159,17 +158,17 @@ def test_descendants_and_cancellation(store: Store) -> None:
         assert [(e.kind, e.message) for e in queries.job_events(s, ids["d"])][-1] == \
             ("message", "cancel requested: parent failed")
         # several at once: each downstream job once, whichever start it is reached from
-        assert sorted(jobrepo.descendants(s, [ids["b"], ids["a"], ids["b"]])) == sorted([ids[n] for n in "bcd"])
-        again = jobrepo.request_cancel(s, [ids["c"], ids["a"], ids["a"]], "again")
+        assert sorted(graph.descendants(s, [ids["b"], ids["a"], ids["b"]])) == sorted([ids[n] for n in "bcd"])
+        again = cancel.request_cancel(s, [ids["c"], ids["a"], ids["a"]], "again")
     assert again == {"cancelled": [ids["a"]], "flagged": []}  # c is cancelled already, a was pending
 
 
 def test_descendants_of_a_wide_fan_out_read_in_slices(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobrepo, "_CHUNK", 2)  # a frontier of 5 jobs takes 3 statements
+    monkeypatch.setattr(sql, "CHUNK", 2)  # a frontier of 5 jobs takes 3 statements
     wide = [f"b{i}" for i in range(5)]
     _, ids = _batch(store, ["a", *wide, "z"], [("a", b) for b in wide] + [(b, "z") for b in wide])
     with store.session() as s:
-        found = jobrepo.descendants(s, ids["a"])
+        found = graph.descendants(s, ids["a"])
         assert sorted(found) == sorted(ids[n] for n in [*wide, "z"]) and len(found) == 6
         assert queries.artifacts_of(s, [ids[n] for n in wide]) == []
 
@@ -178,7 +177,7 @@ def test_metrics_are_replaced_per_key_and_step(store: Store) -> None:
     _, ids = _batch(store, ["a"], [])
     with store.session() as s:
         for step, v in [(1, 0.5), (2, 0.4), (1, 0.45)]:  # step 1 again: a resumed attempt
-            jobrepo.put_metric(s, ids["a"], "loss", v, step)
+            results.put_metric(s, ids["a"], "loss", v, step)
     with store.session() as s:
         got = [(m.step, m.value) for m in queries.job_metrics(s, [ids["a"]], "loss")]
     assert got == [(1, 0.45), (2, 0.4)]
@@ -187,17 +186,17 @@ def test_metrics_are_replaced_per_key_and_step(store: Store) -> None:
 def test_cache_lookup_points_to_the_job_that_did_the_work(store: Store) -> None:
     _, first = _batch(store, ["a"], [], fp="same")
     with store.session() as s:
-        jobrepo.transition(s, first["a"], JobStatus.PENDING, JobStatus.SUCCEEDED)
-        jobrepo.put_artifact(s, first["a"], "out.json", "sha256/aa/aa", "aa" * 32, 3, "application/json")
-        jobrepo.put_metric(s, first["a"], "value", 7.0)
+        transitions.transition(s, first["a"], JobStatus.PENDING, JobStatus.SUCCEEDED)
+        results.put_artifact(s, first["a"], "out.json", "sha256/aa/aa", "aa" * 32, 3, "application/json")
+        results.put_metric(s, first["a"], "value", 7.0)
     _, second = _batch(store, ["a"], [], fp="same")
     with store.session() as s:
-        assert jobrepo.succeeded_by_fingerprint(s, ["same-a", "other"]) == {"same-a": first["a"]}
-        jobrepo.transition(s, second["a"], JobStatus.PENDING, JobStatus.SUCCEEDED, cached_from=first["a"])
-        jobrepo.copy_results(s, first["a"], second["a"])
+        assert batches.succeeded_by_fingerprint(s, ["same-a", "other"]) == {"same-a": first["a"]}
+        transitions.transition(s, second["a"], JobStatus.PENDING, JobStatus.SUCCEEDED, cached_from=first["a"])
+        results.copy_results(s, [(first["a"], second["a"])])
     _, third = _batch(store, ["a"], [], fp="same")
     with store.session() as s:
-        assert jobrepo.succeeded_by_fingerprint(s, ["same-a"]) == {"same-a": first["a"]}  # not the cached copy
+        assert batches.succeeded_by_fingerprint(s, ["same-a"]) == {"same-a": first["a"]}  # not the cached copy
         arts = queries.job_artifacts(s, second["a"])
         assert [(a.name, a.uri) for a in arts] == [("out.json", "sha256/aa/aa")]
         assert [m.value for m in queries.job_metrics(s, [second["a"]])] == [7.0]
@@ -248,10 +247,10 @@ def test_light_reads_for_the_filters(store: Store) -> None:
     b1, ids = _batch(store, ["a", "b", "c"], [])
     b2, other = _batch(store, ["a"], [], fp="other")
     with store.session() as s:
-        jobrepo.put_metrics(s, ids["a"], {"loss": 0.3, "acc": 0.9})
-        jobrepo.put_metric(s, ids["b"], "loss", 0.5, 1)
-        jobrepo.put_metric(s, other["a"], "loss", 0.1)
-        jobrepo.put_metric(s, other["a"], "other", 1.0)
+        results.put_metrics(s, ids["a"], {"loss": 0.3, "acc": 0.9})
+        results.put_metric(s, ids["b"], "loss", 0.5, 1)
+        results.put_metric(s, other["a"], "loss", 0.1)
+        results.put_metric(s, other["a"], "other", 1.0)
     with store.session() as s:
         assert [(j.id, j.params) for j in queries.jobs_params(s, b1)] == [(ids[n], {"n": n}) for n in "abc"]
         assert queries.jobs_params(s, b1, kind="train") == []
@@ -265,10 +264,10 @@ def test_reads_by_a_list_of_ids_past_the_databases_parameter_limits(store: Store
     _, ids = _batch(store, ["a", "b", "c"], [])
     _, other = _batch(store, ["a"], [], fp="other")
     with store.session() as s:
-        jobrepo.put_metrics(s, ids["a"], {"loss": 0.3})
-        jobrepo.put_metric(s, other["a"], "loss", 0.1)
-        jobrepo.put_artifact(s, ids["c"], "out.json", "sha256/aa/aa", "aa" * 32, 3, "application/json")
-        jobrepo.put_artifact(s, other["a"], "out.json", "sha256/bb/bb", "bb" * 32, 3, "application/json")
+        results.put_metrics(s, ids["a"], {"loss": 0.3})
+        results.put_metric(s, other["a"], "loss", 0.1)
+        results.put_artifact(s, ids["c"], "out.json", "sha256/aa/aa", "aa" * 32, 3, "application/json")
+        results.put_artifact(s, other["a"], "out.json", "sha256/bb/bb", "bb" * 32, 3, "application/json")
     # in id order, each once, ids of no job left out
     wanted = [ids["c"], other["a"], 10**6, ids["a"], ids["c"]] + list(range(2 * 10**6, 2 * 10**6 + 70_000))
     with store.session() as s:

@@ -1,27 +1,31 @@
-"""One handler per job kind: ``handler(ctx, config)``. Handlers import TensorFlow lazily, when a job runs."""
+"""One thin handler per job kind, ``handler(ctx, params)``: load the inputs, call ``core``, save the outputs.
+
+A kind's declaration in ``core.kinds`` names its handler as ``"module:function"``; ``handler_for`` resolves it when
+a job of the kind runs, so a process imports (and pays for) only the handlers it uses, and TensorFlow is imported
+inside handlers, when a job runs, never when a worker process starts or forks.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib
 from collections.abc import Callable
 from typing import Any
 
-from workers.context import JobContext
-from workers.handlers.cluster import run_cluster
-from workers.handlers.dream import run_dream_merge, run_dream_tile
-from workers.handlers.encode import run_encode
-from workers.handlers.noop import run_noop
-from workers.handlers.sample import run_sample
-from workers.handlers.train import run_train
+from core.kinds import KINDS
 
-Handler = Callable[[JobContext, Any], None]
+Handler = Callable[[Any, Any], None]  # (workers.context.JobContext, the kind's params) -> None
 
-HANDLERS: dict[str, Handler] = {
-    "noop": run_noop,
-    "sleep": run_noop,
-    "train": run_train,
-    "encode": run_encode,
-    "sample": run_sample,
-    "cluster": run_cluster,
-    "dream_tile": run_dream_tile,
-    "dream_merge": run_dream_merge,
-}
+
+@functools.cache
+def handler_for(kind: str) -> Handler:
+    """The handler of ``kind``: LookupError for an unknown kind or one that has none (a spec entry that only
+    expands into other jobs), ImportError or AttributeError for a reference that does not resolve."""
+    if kind not in KINDS:
+        raise LookupError(f"no job kind {kind!r}")
+    ref = KINDS[kind].handler
+    if ref is None:
+        raise LookupError(f"kind {kind!r} has no handler: a spec entry of it expands into jobs of other kinds")
+    module, _, name = ref.partition(":")
+    handler: Handler = getattr(importlib.import_module(module), name)
+    return handler

@@ -1,5 +1,5 @@
 """The dream kinds: ``dream_tile`` (one tile of one level through the cnn) and ``dream_merge`` (one level's tiles
-written back into the image, standardized). A spec's ``dream`` entry makes them; see ``scheduler.dream_spec``.
+written back into the image, standardized). A spec's ``dream`` entry makes them; see ``core.kinds.dream``.
 
 A tile job reads the image the merge before it made (``image.npy``) and writes its tile (``tile.npy``), with the
 activation gain as the metric ``gain`` and the seconds the algorithm took as ``seconds``. A merge job reads its
@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from core.config import DreamMergeConfig, DreamTileConfig
+from core.kinds.dream import DreamMergeParams, DreamTileParams
 from storage.records import Job
 from workers.context import JobContext
 
@@ -24,41 +24,41 @@ def _same_size(image: np.ndarray, size: int, source: str) -> np.ndarray:
     return image
 
 
-def run_dream_tile(ctx: JobContext, config: DreamTileConfig) -> None:
+def run_dream_tile(ctx: JobContext, params: DreamTileParams) -> None:
     from core.dream import features_model, load_image, process_tile, tiles
 
     parents = ctx.parents()
     cnn = ctx.parent("train", models=("cnn",))
     assert cnn is not None
     model = ctx.load_model(cnn, view=features_model)  # cached per process: the tiles of a batch share it
-    if config.image is not None:  # the first tile of a dream reads the input file
-        image = load_image(config.image, config.size)
+    if params.image is not None:  # the first tile of a dream reads the input file
+        image = load_image(params.image, params.size)
     else:
         before = next((p for p in parents if p.kind == "dream_merge"), None)
         if before is None:
             raise LookupError(f"tile job {ctx.job.name!r} has neither an image file nor a dream_merge parent")
-        image = _same_size(ctx.load_npy(before, "image.npy"), config.size, f"the image of {before.name!r}")
-    row0, col0, side = tiles(config.level, config.size)[config.tile]
+        image = _same_size(ctx.load_npy(before, "image.npy"), params.size, f"the image of {before.name!r}")
+    row0, col0, side = tiles(params.level, params.size)[params.tile]
     started = time.perf_counter()
-    new_tile, gain = process_tile(model, image[row0:row0 + side, col0:col0 + side], config.map, config.epochs,
-                                  config.epsilon, config.threshold, on_step=ctx.check)
+    new_tile, gain = process_tile(model, image[row0:row0 + side, col0:col0 + side], params.map, params.epochs,
+                                  params.epsilon, params.threshold, on_step=ctx.check)
     seconds = time.perf_counter() - started
     with ctx.results():  # recorded with the job's success: tile jobs are short
-        if config.image is not None:
+        if params.image is not None:
             ctx.artifact_npy("input.npy", image)  # the first panel of the dream's iterations.png
         ctx.artifact_npy("tile.npy", new_tile, {"row0": row0, "col0": col0, "gain": gain})
         ctx.metrics({"gain": gain, "seconds": seconds})
 
 
-def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
+def run_dream_merge(ctx: JobContext, params: DreamMergeParams) -> None:
     from core.dream import merge, tiles, to_png_array
-    from core.images import grey_png
+    from core.images import grey_png, grey_row_png
 
     parts_of = [p for p in ctx.parents() if p.kind == "dream_tile"]
-    layout = tiles(config.level, config.size)
+    layout = tiles(params.level, params.size)
     indices = sorted(int(p.params["tile"]) for p in parts_of)
     if indices != list(range(len(layout))):
-        raise ValueError(f"level {config.level} has {len(layout)} tiles; this merge got tiles {indices}")
+        raise ValueError(f"level {params.level} has {len(layout)} tiles; this merge got tiles {indices}")
     arts = ctx.artifacts(parts_of, "tile.npy")
     parts = []
     for job, art in zip(parts_of, arts, strict=True):
@@ -68,21 +68,21 @@ def run_dream_merge(ctx: JobContext, config: DreamMergeConfig) -> None:
             raise ValueError(f"tile {job.name!r} has shape {tile.shape}, expected ({side}, {side})")
         parts.append((row0, col0, tile))
     # The tiles cover the image, so the image they were cut from is not needed: every pixel is overwritten.
-    image = merge(np.zeros((config.size, config.size), np.float32), parts)
+    image = merge(np.zeros((params.size, params.size), np.float32), parts)
     gains = [float(a.meta["gain"]) for a in arts]
-    history = _history(ctx) if config.final else []
+    history = _history(ctx) if params.final else []
     with ctx.results():
-        ctx.artifact_npy("image.npy", image, {"iteration": config.iteration, "level": config.level})
+        ctx.artifact_npy("image.npy", image, {"iteration": params.iteration, "level": params.level})
         ctx.metrics({"gain_mean": float(np.mean(gains)), "gain_min": min(gains), "gain_max": max(gains)})
-        if config.last_level:
-            png = grey_png(to_png_array(image, config.clip))
-            ctx.artifact_bytes("image.png", png, "image/png", {"iteration": config.iteration, "clip": config.clip})
-        if config.final:
+        if params.last_level:
+            png = grey_png(to_png_array(image, params.clip))
+            ctx.artifact_bytes("image.png", png, "image/png", {"iteration": params.iteration, "clip": params.clip})
+        if params.final:
             ctx.artifact_npy("final.npy", image)
-            ctx.artifact_bytes("final.png", png, "image/png", {"iterations": config.iteration + 1, "clip": config.clip})
-            strip = [to_png_array(x, config.clip) for x in [*history, image]]
-            ctx.artifact_bytes("iterations.png", _side_by_side(strip, grey_png), "image/png",
-                               {"panels": ["input"] + [f"iteration {i}" for i in range(config.iteration + 1)]})
+            ctx.artifact_bytes("final.png", png, "image/png", {"iterations": params.iteration + 1, "clip": params.clip})
+            strip = [to_png_array(x, params.clip) for x in [*history, image]]
+            ctx.artifact_bytes("iterations.png", grey_row_png(strip), "image/png",
+                               {"panels": ["input"] + [f"iteration {i}" for i in range(params.iteration + 1)]})
 
 
 def _history(ctx: JobContext) -> list[np.ndarray]:
@@ -99,12 +99,3 @@ def _history(ctx: JobContext) -> list[np.ndarray]:
             images.append(ctx.load_npy(tile, "input.npy"))
             return images[::-1]
         job = before
-
-
-def _side_by_side(images: list[np.ndarray], encode) -> bytes:  # type: ignore[no-untyped-def]
-    """One row of equally sized uint8 images with 4-pixel white gaps, as PNG bytes."""
-    gap = np.full((images[0].shape[0], 4), 255, np.uint8)
-    row = [images[0]]
-    for x in images[1:]:
-        row += [gap, x]
-    return encode(np.concatenate(row, axis=1))

@@ -1,0 +1,97 @@
+"""The broker: sending jobs' messages, asking how many wait in a queue, checking it can be reached.
+
+A message is the job's id alone, sent after the transaction that marked the job ``queued`` committed. A send that
+fails leaves the job queued in SQL, and the reaper sends it again (``send_or_leave``).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Any
+
+from celery import Celery
+
+from scheduler.celery_app import TASK_NAME
+from scheduler.errors import BrokerUnavailable
+from storage.records import Job
+
+PUBLISH_BATCH = 1000  # broker operations buffered before they are written (Redis: one pipeline round trip)
+log = logging.getLogger(__name__)
+
+
+def broker_priority(app: Celery, priority: int) -> int:
+    """Specs say 9 = most urgent. Redis serves the lowest number first; AMQP the highest."""
+    url = str(app.conf.broker_url or "")
+    return 9 - priority if url.startswith(("redis", "rediss", "sentinel")) else priority
+
+
+def hard_grace(timeout: float) -> float:
+    """Seconds between a job's soft time limit (a clean failure at its next check) and the hard one (kill)."""
+    return min(max(timeout / 2, 2.0), 30.0)
+
+
+def _limits(job: Job) -> dict[str, float]:
+    """Celery's own hard limit, a last resort on prefork pools: the worker's lease keeper fails a job at its
+    timeout (soft) and kills it ``hard_grace`` later; Celery kills the pool process 30 s after that."""
+    if job.timeout is None:
+        return {}
+    return {"time_limit": job.timeout + hard_grace(job.timeout) + 30.0}
+
+
+def send(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
+    """Send one message per job (each already ``queued`` in SQL) to its queue, in pipelines. BrokerUnavailable if
+    the broker cannot be reached."""
+    if not jobs:
+        return
+    try:
+        with app.producer_or_acquire() as producer, _publish_batch(producer):
+            for job in jobs:
+                app.send_task(TASK_NAME, args=[job.id], queue=job.queue, routing_key=job.queue,
+                              priority=broker_priority(app, job.priority), producer=producer,
+                              countdown=countdown, **_limits(job))
+    except Exception as e:  # kombu raises many types: OperationalError, ConnectionError, socket errors
+        raise BrokerUnavailable(f"cannot send jobs to the broker {app.conf.broker_url}: {e}") from e
+
+
+def send_or_leave(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
+    """``send``, after a commit: if the broker is away the jobs stay queued in SQL and the reaper re-sends them."""
+    try:
+        send(app, jobs, countdown)
+    except BrokerUnavailable as e:
+        log.warning("%s; %d queued jobs will be re-sent by the reaper", e, len(jobs))
+
+
+def _publish_batch(producer: Any) -> Any:
+    """A context in which ``producer``'s messages are buffered and written to the broker in pipelines of
+    ``PUBLISH_BATCH`` operations, flushed at its end (kombu >= 5.7's ``Producer.batch``; transports that cannot
+    batch, and older kombu, publish each message at once)."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=PUBLISH_BATCH) if batch is not None else nullcontext()
+
+
+def queue_size(app: Celery, queue: str) -> int:
+    """How many messages wait in ``queue`` on the broker (0 for a queue it does not know)."""
+    from kombu.exceptions import ChannelError
+
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+            with conn.channel() as channel:
+                try:
+                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
+                except ChannelError:
+                    return 0
+    except ChannelError:
+        return 0
+    except Exception as e:
+        raise BrokerUnavailable(f"cannot reach the broker {app.conf.broker_url}: {e}") from e
+
+
+def check(app: Celery) -> None:
+    """BrokerUnavailable unless the broker can be reached (within about 5 s)."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+    except Exception as e:
+        raise BrokerUnavailable(f"cannot reach the broker {app.conf.broker_url}: {e}") from e

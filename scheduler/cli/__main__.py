@@ -1,0 +1,5 @@
+"""``python -m scheduler.cli``: the ``latentfarm`` command (the worker supervisor starts its workers so)."""
+
+from scheduler.cli import main
+
+main()

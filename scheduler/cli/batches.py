@@ -1,0 +1,126 @@
+"""Batches: ``submit``, ``status``, ``cancel``, ``retry``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from scheduler import lifecycle
+from scheduler.cli.common import handles_errors, open_plane
+from scheduler.cli.render import ProgressPrinter, ago, dumps, jobs_table, table
+from scheduler.control import ControlPlane
+from scheduler.filters import job_ids
+from storage import queries
+from storage.queries import BatchSummary
+from storage.status import JobStatus
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--wait", is_flag=True, help="Follow the batch until it is done (always so on the embedded default).")
+@click.option("--no-cache", is_flag=True, help="Run every job even if an identical job already succeeded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handles_errors
+def submit(spec: str, wait: bool, no_cache: bool, as_json: bool) -> None:
+    """Validate SPEC (a batch YAML file), write the batch and queue its ready jobs."""
+    cp = open_plane()
+    batch_spec = cp.load(spec)
+    result = cp.submit(batch_spec, no_cache=no_cache)
+    if not as_json:
+        click.echo(f"batch {result.batch_id} {batch_spec.name!r}: {len(result.job_ids)} jobs "
+                   f"({len(result.cached)} cached, {len(result.queued)} queued)")
+    summary = None
+    if cp.settings.embedded or wait:
+        summary = _wait(cp, result.batch_id, show=not as_json)
+    if as_json:
+        click.echo(dumps({"batch_id": result.batch_id, "jobs": result.job_ids, "cached": result.cached,
+                          "queued": result.queued, "status": summary.status if summary else "submitted",
+                          "counts": summary.counts if summary else None}))
+        return
+    if summary is not None:
+        print_batch(cp, result.batch_id)
+        if summary.status != "succeeded":
+            raise click.exceptions.Exit(1)
+
+
+def _wait(cp: ControlPlane, batch_id: int, show: bool = True) -> BatchSummary:
+    """Run or follow the batch to its end, with a live progress line on stderr."""
+    return cp.wait(batch_id, ProgressPrinter(sys.stderr) if show else None)
+
+
+@click.command()
+@click.argument("batch", type=int, required=False)
+@click.option("--limit", default=20, show_default=True, help="How many recent batches to list.")
+@click.option("--json", "as_json", is_flag=True)
+@handles_errors
+def status(batch: int | None, limit: int, as_json: bool) -> None:
+    """Recent batches with their job counts, or one BATCH with its jobs."""
+    cp = open_plane()
+    if batch is not None:
+        if as_json:
+            with cp.store.session() as s:
+                summary = queries.batch_summary(s, batch)
+                jobs = queries.list_jobs(s, batch_id=batch)
+            click.echo(dumps({"batch": summary.batch, "status": summary.status, "counts": summary.counts,
+                              "jobs": jobs}))
+        else:
+            print_batch(cp, batch)
+        return
+    with cp.store.session() as s:
+        batches = queries.list_batches(s, limit)
+    if as_json:
+        click.echo(dumps([{"batch": b.batch, "status": b.status, "counts": b.counts, "total": b.total}
+                          for b in batches]))
+        return
+    if not batches:
+        click.echo(f"no batches yet in {cp.store.engine.url.render_as_string(hide_password=True)}")
+        return
+    rows = [(b.batch.id, b.batch.name, b.status, f"{b.counts.get('succeeded', 0)}/{b.total}",
+             b.counts.get("running", 0), b.counts.get("failed", 0), ago(b.batch.created_at)) for b in batches]
+    click.echo(table(["batch", "name", "status", "succeeded", "running", "failed", "created"], rows))
+
+
+def print_batch(cp: ControlPlane, batch_id: int) -> None:
+    with cp.store.session() as s:
+        summary = queries.batch_summary(s, batch_id)
+        jobs = queries.list_jobs(s, batch_id=batch_id)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(summary.counts.items()))
+    click.echo(f"batch {batch_id} {summary.batch.name!r}: {summary.status} ({counts})")
+    click.echo(jobs_table(jobs))
+    for j in jobs:
+        if j.status is JobStatus.FAILED and j.error:
+            click.echo(f"job {j.id} {j.name} failed: {j.error}  (latentfarm show {j.id})")
+
+
+@click.command()
+@click.argument("jobs", type=int, nargs=-1)
+@click.option("--batch", type=int, help="Cancel every unfinished job of this batch.")
+@handles_errors
+def cancel(jobs: tuple[int, ...], batch: int | None) -> None:
+    """Cancel JOBS (and what depends on them), or a whole --batch. Running jobs stop at their next check."""
+    cp = open_plane()
+    with cp.store.session() as s:
+        ids = job_ids(s, jobs, batch)
+    out = lifecycle.cancel(cp.store, ids)
+    click.echo(f"cancelled {len(out['cancelled'])} jobs; {len(out['flagged'])} running jobs will stop at their "
+               "next check")
+
+
+@click.command()
+@click.argument("job", type=int)
+@click.option("--wait", is_flag=True, help="Follow the batch until it is done (always so on the embedded default).")
+@handles_errors
+def retry(job: int, wait: bool) -> None:
+    """Run a failed or cancelled JOB again; its cancelled descendants run after it."""
+    cp = open_plane()
+    queued = lifecycle.retry(cp.store, cp.app, job)
+    with cp.store.session() as s:
+        batch_id = queries.require_job(s, job).batch_id
+    click.echo(f"job {job} " + ("queued" if queued else "waits for its parents"))
+    if cp.settings.embedded or wait:
+        _wait(cp, batch_id)
+        print_batch(cp, batch_id)
+
+
+COMMANDS = (submit, status, cancel, retry)

@@ -1,0 +1,146 @@
+"""The API's batch routes: health, batches (list, one, submit, compare, cancel)."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from core.kinds import KINDS
+from scheduler import lifecycle
+from scheduler.errors import SpecError
+from scheduler.filters import compare, job_ids
+from scheduler.spec import first_line, parse_spec, read_spec_text
+from scheduler.web.deps import Id, Limit, Offset, Plane, known_query, writer
+from scheduler.web.schemas import (
+    API,
+    ERRORS,
+    WRITE_ERRORS,
+    BatchOut,
+    Cancelled,
+    Comparison,
+    Health,
+    Page,
+    Problem,
+    Submitted,
+    batch_out,
+    page,
+)
+from storage import queries
+
+MAX_BODY = 10 * 1024 * 1024  # bytes of a submitted spec
+YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
+# The examples use the first kind a job of which needs nothing but its defaults: a spec that runs anywhere.
+_EXAMPLE_KIND = next(name for name, k in KINDS.items() if k.in_specs and not k.inputs and not k.files)
+
+router = APIRouter(prefix=API, dependencies=[Depends(known_query)])
+
+
+@router.get("/health", response_model=Health, tags=["service"])
+def health(request: Request, cp: Plane) -> dict[str, Any]:
+    """Whether the server can read the database."""
+    with cp.store.session() as s:
+        queries.ping(s)
+    return {"status": "ok", "version": version("latentfarm"), "embedded": cp.settings.embedded,
+            "database": cp.store.engine.dialect.name, "writes_need_token": request.app.state.token is not None}
+
+
+@router.get("/batches", response_model=Page[BatchOut], responses=ERRORS, tags=["batches"])
+def list_batches(cp: Plane, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    """Batches, the most recent first, with their jobs counted by status and their progress."""
+    with cp.store.session() as s:
+        found = queries.list_batches(s, limit, offset)
+        total = queries.count_batches(s)
+    return page([batch_out(b) for b in found], total, limit, offset)
+
+
+@router.get("/batches/{batch_id}", response_model=BatchOut, responses=ERRORS, tags=["batches"])
+def get_batch(batch_id: Id, cp: Plane) -> dict[str, Any]:
+    """A batch with its spec, its jobs counted by status and its progress."""
+    with cp.store.session() as s:
+        return batch_out(queries.batch_summary(s, batch_id), with_spec=True)
+
+
+SPEC_BODY = {
+    "required": True,
+    "description": "A batch spec, as in a spec file: YAML (application/yaml) or JSON (application/json). "
+                   "Relative paths in it are taken from the server's working directory.",
+    "content": {
+        "application/json": {"schema": {"type": "object", "required": ["batch", "jobs"], "properties": {
+            "batch": {"type": "string"}, "defaults": {"type": "object"},
+            "jobs": {"type": "array", "items": {"type": "object", "required": ["name", "kind"], "properties": {
+                "name": {"type": "string"}, "kind": {"type": "string"}, "params": {"type": "object"},
+                "needs": {"type": "array", "items": {"type": "string"}}}}}}},
+            "example": {"batch": "example", "jobs": [
+                {"name": "a", "kind": _EXAMPLE_KIND}, {"name": "b", "kind": _EXAMPLE_KIND, "needs": ["a"]}]}},
+        "application/yaml": {"schema": {"type": "string"},
+                             "example": f"batch: example\njobs:\n  - {{name: a, kind: {_EXAMPLE_KIND}}}\n"},
+    },
+}
+
+
+@router.post("/batches", status_code=201, response_model=Submitted, responses={
+    **WRITE_ERRORS, 413: {"model": Problem}, 415: {"model": Problem}}, dependencies=[Depends(writer)],
+    openapi_extra={"requestBody": SPEC_BODY}, tags=["batches"])
+async def submit_batch(request: Request, response: Response, cp: Plane,
+                       no_cache: Annotated[bool, Query(description="run every job, even cached ones")] = False,
+                       ) -> dict[str, Any]:
+    """Submit a batch: validated whole before anything is written; its ready jobs are queued at once."""
+    body = bytearray()
+    async for chunk in request.stream():  # read no more than the limit, whatever the client sends
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise HTTPException(413, f"the spec is over {MAX_BODY} bytes, the most accepted")
+    media = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
+    if media != "application/json" and media not in YAML_TYPES:
+        raise HTTPException(415, f"send the spec as application/json or application/yaml, not {media}")
+    try:
+        source = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError("request body", f"not UTF-8 text (byte {e.start})") from e
+    if not source.strip():
+        raise SpecError("request body", "empty: send a batch spec")
+    if media == "application/json":
+        try:
+            raw = json.loads(source)
+        except (ValueError, RecursionError) as e:
+            raise SpecError("request body", f"malformed JSON: {first_line(e)}") from e
+    else:
+        raw = read_spec_text(source, "request body")
+
+    def run() -> lifecycle.SubmitResult:
+        try:  # validating and planning read the data files and images it names (planning hashes them)
+            return cp.submit(parse_spec(raw, "request body", Path.cwd(), cp.settings.data_dir), no_cache=no_cache)
+        except OSError as e:  # one exists but cannot be read here (the broker's and database's errors are others)
+            raise SpecError("request body", f"cannot read a file it names: {first_line(e)}") from e
+
+    result = await run_in_threadpool(run)
+    url = f"{API}/batches/{result.batch_id}"
+    response.headers["Location"] = url
+    return {"batch": result.batch_id, "jobs": result.job_ids, "cached": result.cached, "queued": result.queued,
+            "url": url}
+
+
+@router.get("/batches/{batch_id}/compare", response_model=Comparison, responses=ERRORS, tags=["batches"])
+def compare_batch(batch_id: Id, cp: Plane,
+                  metric: Annotated[str, Query(min_length=1, max_length=200, description="e.g. val_loss")],
+                  by: Annotated[str, Query(min_length=1, max_length=200, description="a parameter, e.g. z_dim")],
+                  higher_is_better: bool = False) -> dict[str, Any]:
+    """The final metric of the batch's jobs per value of a parameter: best, mean and worst per value."""
+    with cp.store.session() as s:
+        result = compare(s, batch_id, metric, by, higher_is_better)
+    result["rows"] = [{"value": r.pop(by), **r} for r in result["rows"]]
+    return result
+
+
+@router.post("/batches/{batch_id}/cancel", response_model=Cancelled, responses=WRITE_ERRORS,
+             dependencies=[Depends(writer)], tags=["batches"])
+def cancel_batch(batch_id: Id, cp: Plane) -> dict[str, list[int]]:
+    """Cancel every unfinished job of the batch; running jobs stop at their next check."""
+    with cp.store.session() as s:
+        ids = job_ids(s, [], batch_id)
+    return lifecycle.cancel(cp.store, ids)

@@ -1,0 +1,180 @@
+"""The API's answers as pydantic models (its published schema: a new storage column does not change it
+silently), the answers built from the store's records, and the error answers each route documents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, Field
+
+from storage.queries import BatchSummary
+from storage.records import Artifact, Job
+
+API = "/api/v1"
+T = TypeVar("T")
+Status = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]  # storage.status.JobStatus
+
+
+class Page(BaseModel, Generic[T]):
+    """A page of a list: ``items`` from ``offset``, at most ``limit`` of them, out of ``total``."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class BatchOut(BaseModel):
+    id: int
+    name: str
+    status: str = Field(description="pending work: running; else succeeded, failed, cancelled or blocked")
+    counts: dict[str, int] = Field(description="jobs by status")
+    total: int
+    progress: float = Field(description="0..1: finished jobs count 1, running jobs their own progress")
+    created_at: datetime
+    no_cache: bool
+    spec_path: str | None
+    spec: dict[str, Any] | None = Field(None, description="the spec as submitted (only on GET /batches/{id})")
+
+
+class JobOut(BaseModel):
+    id: int
+    batch_id: int
+    name: str
+    kind: str
+    params: dict[str, Any]
+    fingerprint: str
+    status: Status
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout: float | None
+    worker: str | None
+    host: str | None
+    gpu: str | None
+    lease_until: datetime | None
+    heartbeat_at: datetime | None
+    progress: float
+    error: str | None
+    traceback: str | None
+    cached_from: int | None
+    cancel_requested: bool
+    created_at: datetime
+    queued_at: datetime | None
+    not_before: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    metrics: dict[str, float] = Field(default_factory=dict,
+                                      description="final values of the metrics filtered or sorted on")
+    parents: list[int] | None = Field(None, description="the jobs it needs (only on GET /jobs/{id})")
+
+
+class EventOut(BaseModel):
+    job_id: int
+    time: datetime
+    kind: str
+    status: str | None
+    message: str | None
+    worker: str | None
+    attempt: int | None
+
+
+class MetricOut(BaseModel):
+    job_id: int
+    key: str
+    step: int = Field(description="the epoch, the k of a sweep, or 0 for a final value")
+    value: float
+    time: datetime
+
+
+class ArtifactOut(BaseModel):
+    id: int
+    job_id: int
+    name: str
+    media_type: str
+    bytes: int
+    sha256: str
+    meta: dict[str, Any]
+    uri: str = Field(description="the blob's path inside the artifact store")
+    created_at: datetime
+    url: str = Field(description="where to download it")
+
+
+class Submitted(BaseModel):
+    batch: int
+    jobs: dict[str, int]
+    cached: list[int]
+    queued: list[int]
+    url: str
+
+
+class Cancelled(BaseModel):
+    cancelled: list[int] = Field(description="jobs cancelled now")
+    flagged: list[int] = Field(description="running jobs that stop at their next check")
+
+
+class Retried(BaseModel):
+    job: int
+    queued: list[int] = Field(description="jobs queued now (empty: it waits for its parents)")
+
+
+class CompareRow(BaseModel):
+    value: Any = Field(description="the parameter's value")
+    jobs: int
+    best: float
+    mean: float
+    worst: float
+    best_job: int
+    best_name: str
+
+
+class Comparison(BaseModel):
+    batch: int
+    metric: str
+    by: str
+    higher_is_better: bool
+    rows: list[CompareRow]
+    best: int = Field(description="index of the best row")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    embedded: bool
+    database: str
+    writes_need_token: bool
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "bad input: an unknown or malformed filter"},
+    404: {"model": Problem, "description": "no such batch, job or artifact"},
+    422: {"model": Problem, "description": "a parameter out of range or of the wrong type"},
+    503: {"model": Problem, "description": "the database or broker cannot be reached"},
+}
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 401: {"model": Problem, "description": "no or wrong bearer token"}}
+
+
+def batch_out(summary: BatchSummary, with_spec: bool = False) -> dict[str, Any]:
+    b = summary.batch
+    return {"id": b.id, "name": b.name, "status": summary.status, "counts": summary.counts, "total": summary.total,
+            "progress": summary.progress, "created_at": b.created_at, "no_cache": b.no_cache,
+            "spec_path": b.spec_path, "spec": b.spec if with_spec else None}
+
+
+def job_out(job: Job, **extra: Any) -> dict[str, Any]:
+    return {**vars(job), "status": job.status.value, **extra}
+
+
+def artifact_out(a: Artifact) -> dict[str, Any]:
+    return {**vars(a), "url": f"{API}/artifacts/{a.id}/content"}
+
+
+def page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
