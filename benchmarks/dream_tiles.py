@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # One TensorFlow thread per process everywhere (the in-process run, the embedded worker, `latentfarm worker
 # --threads 1`): the dream's 28x28 cnn runs fastest that way, and two workers on two cores do not fight.
 THREADS = os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")

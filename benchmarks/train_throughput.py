@@ -62,7 +62,7 @@ def _durations(start: float, ends: list[float]) -> list[float]:
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTFARM_")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0")
+    env.update(TF_CPP_MIN_LOG_LEVEL="2")
     return env
 
 

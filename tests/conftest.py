@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from scheduler.settings import EMBEDDED_BROKER, Settings  # noqa: E402
 from storage.store import Store  # noqa: E402

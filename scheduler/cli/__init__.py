@@ -33,5 +33,4 @@ for _module in (batches, results, farm, demo):
 
 def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     cli(prog_name="latentfarm")

@@ -78,7 +78,7 @@ def latentfarm_argv(*args: str) -> list[str]:
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of a farm process: ours without any LATENTFARM_* of the caller, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTFARM_")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", TF_ENABLE_ONEDNN_OPTS="0", PYTHONUNBUFFERED="1",
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
     env.update(extra)
     return env

@@ -15,6 +15,7 @@ import numpy as np
 
 from core.kinds.dream import DreamMergeParams, DreamTileParams
 from storage.records import Job
+from workers import framework
 from workers.context import JobContext
 
 
@@ -25,6 +26,7 @@ def _same_size(image: np.ndarray, size: int, source: str) -> np.ndarray:
 
 
 def run_dream_tile(ctx: JobContext, params: DreamTileParams) -> None:
+    framework.load()  # Keras, once per process, before the imports below need it
     from core.dream import features_model, load_image, process_tile, tiles
 
     parents = ctx.parents()

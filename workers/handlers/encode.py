@@ -6,11 +6,13 @@ import numpy as np
 
 from core.kinds.encode import EncodeParams
 from core.models.defaults import AUTOENCODERS
+from workers import framework
 from workers.context import JobContext
 from workers.handlers.data import load_data, params_of
 
 
 def run_encode(ctx: JobContext, params: EncodeParams) -> None:
+    framework.load()  # Keras, once per process, before the imports below need it
     from core.latent import latent_stats, latent_summary_metrics
     from core.models.common import encode, split_autoencoder
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from core.kinds.sample import SampleParams
 from core.models.defaults import AUTOENCODERS
+from workers import framework
 from workers.context import JobContext
 from workers.handlers.data import load_data, params_of
 
 
 def run_sample(ctx: JobContext, params: SampleParams) -> None:
+    framework.load()  # Keras, once per process, before the imports below need it
     from core.images import image_grid_png
     from core.sampling import sample_and_score
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from core.kinds.train import TrainParams
 from scheduler.errors import NotFound
+from workers import framework
 from workers.context import JobContext
 from workers.handlers.data import load_data
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def run_train(ctx: JobContext, params: TrainParams) -> None:
+    framework.load()  # Keras, once per process, before the imports below need it
     from core.images import comparison_grid_png  # TensorFlow only when a job runs, never at import
     from core.train import train_model
 
