@@ -18,6 +18,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"  # the real data files; never copied into the project
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For running side by side (``make test`` runs pytest-xdist with ``--dist loadgroup``): the ``slow`` acceptance
+    tests first, each on its own, so the longest work starts at once on every worker; the chaos tests in one group
+    (they share a Redis database and kill processes on a clock); every other module's tests together, so that
+    module-scoped fixtures (a populated farm, a served dashboard) are made once."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise in collection order
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None or item.get_closest_marker("slow") is not None:
+            continue
+        group = "chaos" if item.nodeid.startswith("tests/chaos/") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "mnist.npz").is_file():

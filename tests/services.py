@@ -18,7 +18,12 @@ import pytest
 
 REDIS_HOST = os.environ.get("LATENTFARM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LATENTFARM_TEST_REDIS_PORT", "6379"))
-REDIS_DB = int(os.environ.get("LATENTFARM_TEST_REDIS_DB", "13"))  # dedicated to the tests: flushed by them
+# Dedicated to the tests, flushed by them: 13, and one more per pytest-xdist worker (gw0: 13, gw1: 14, gw2: 15), so
+# tests running side by side never flush each other's queues. The chaos tests use their own (tests/chaos).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_DB = int(os.environ.get("LATENTFARM_TEST_REDIS_DB", "13")) + _WORKER
+if REDIS_DB > 15:
+    raise RuntimeError(f"pytest-xdist worker {_WORKER} would use Redis database {REDIS_DB}: run at most 3 workers")
 PG_URL = os.environ.get("LATENTFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
