@@ -95,12 +95,16 @@ def dreams_of(s: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def make_images(tmp: Path) -> list[Path]:
+    """The shared photo (linked into ``tmp``, where the specs are: a data root) and its mirror image."""
     from PIL import Image, ImageOps
 
     mirror = tmp / "dream_input_mirror.png"
     with Image.open(IMAGE) as img:
         ImageOps.mirror(img.convert("RGB")).save(mirror)
-    return [IMAGE, mirror]
+    photo = tmp / IMAGE.name
+    if not photo.exists():
+        photo.symlink_to(IMAGE)
+    return [photo, mirror]
 
 
 def submit_and_wait(cp: ControlPlane, s: dict[str, Any], tmp: Path, timeout: float = 3600) -> tuple[float, int]:
@@ -187,7 +191,7 @@ def in_process(model_file: Path, args: argparse.Namespace, dreams: list[tuple[st
     started = time.perf_counter()
     for image, m in dreams:
         config = DreamConfig(maps=m, **dream_params(args))
-        out[(image, m)] = run_dream(model, load_image(image, args.size), config).final
+        out[(str(Path(image).resolve()), m)] = run_dream(model, load_image(image, args.size), config).final
     return time.perf_counter() - started, out
 
 
@@ -249,7 +253,7 @@ def phase(backend: str, workers: int, args: argparse.Namespace, tmp: Path, image
 
     if backend == "embedded":
         settings = Settings(database_url=f"sqlite:///{work / 'latentfarm.db'}", broker_url=EMBEDDED_BROKER,
-                            artifacts_dir=work / "artifacts", data_dir=work)
+                            artifacts_dir=work / "artifacts", data_dir=work.parent)
         cp = ControlPlane.open(settings, upgrade=True)
         with in_process_worker(cp.app, hostname="embedded@bench"):
             _, warm_batch = submit_and_wait(cp, warm, work)
@@ -262,10 +266,10 @@ def phase(backend: str, workers: int, args: argparse.Namespace, tmp: Path, image
     broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
     redis.Redis.from_url(broker).flushdb()
     with pg_schema() as db:
-        settings = Settings(database_url=db, broker_url=broker, artifacts_dir=work / "artifacts", data_dir=work)
+        settings = Settings(database_url=db, broker_url=broker, artifacts_dir=work / "artifacts", data_dir=work.parent)
         cp = ControlPlane.open(settings, upgrade=True)
         env = {**os.environ, "LATENTFARM_DATABASE_URL": db, "LATENTFARM_BROKER_URL": broker,
-               "LATENTFARM_ARTIFACTS": str(settings.artifacts_dir), "LATENTFARM_DATA_DIR": str(work)}
+               "LATENTFARM_ARTIFACTS": str(settings.artifacts_dir), "LATENTFARM_DATA_DIR": str(work.parent)}
         procs = start_workers(workers, env, work)
         try:
             for attempt in range(5):  # until every worker has run a tile (TensorFlow imported, the cnn loaded)

@@ -328,7 +328,8 @@ def timed_submit(cp: Any, spec: dict[str, Any], work: Path, expect_queued: int, 
     result = cp.submit(loaded)
     submit_s = time.perf_counter() - t
     r = redis_client()
-    sent = sum(r.llen(k) for k in r.keys("cpu*") if r.type(k) == b"list")  # one list per priority step
+    queue = cp.app.broker_queue("cpu")  # the farm's own name for its cpu queue
+    sent = sum(r.llen(k) for k in r.keys(f"{queue}*") if r.type(k) == b"list")  # one list per priority step
     ok = (len(result.job_ids) == len(plan.jobs) and len(result.queued) == expect_queued
           and len(result.cached) == expect_cached)
     if not ok:

@@ -19,6 +19,26 @@ DATASETS = IMAGE_DATASETS + ("wifi",)  # wifi: tabular rows (for cluster)
 DATA_FILES = {"mnist": "mnist.npz", "olivetti": "olivetti_faces.npz", "wifi": "wifi_localization.txt"}
 FOLDER_DATASETS = ("images",)  # datasets whose data_path is a directory of files
 PATH_REQUIRED = ("npz", "images")  # datasets with no usual file name: data_path names it
+# The largest image (width x height) a job decodes: 40 megapixels (a 7300 x 5500 photo) take 120 MB as RGB and five
+# times that as the float arrays a dream makes of them; a few hundred bytes of PNG can claim far more.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+def within_roots(given: str, base_dir: Path, roots: tuple[Path, ...]) -> Path:
+    """The absolute path of a file a spec names (``given``; relative: from ``base_dir``, the spec's folder), if it
+    lies inside one of ``roots`` (the data directory; the spec's folder for a spec read from a file).
+
+    Inside means: below a root once ``..`` is resolved (a symlink placed in a root is the administrator's and
+    trusted), or below a root's real path once every symlink is resolved (a root may be a symlink). Anything else
+    is a DataError that says nothing of whether the file exists: a spec cannot probe the machine's files.
+    """
+    path = Path(os.path.normpath(base_dir / given))  # absolute given: base_dir / given is given
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        if path.is_relative_to(os.path.normpath(root)) or real.is_relative_to(os.path.realpath(root)):
+            return path
+    raise DataError(f"{given}: outside the data roots (LATENTFARM_DATA_DIR, and the spec's folder for a spec "
+                    "submitted from a file): files elsewhere cannot be read")
 
 
 def resolve_data_file(dataset: str, data_path: str | None, data_dir: str | os.PathLike[str]) -> Path | None:
@@ -86,6 +106,7 @@ def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
 
     try:
         with Image.open(path) as img:
+            check_pixels(img.size, path)  # from the header, before a byte of it is decoded
             img.load()  # decode now: a truncated file fails here, not in a job
             return img.size
     except FileNotFoundError as e:
@@ -96,5 +117,15 @@ def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:
         raise DataError(f"image is not readable: {path}") from e
     except UnidentifiedImageError as e:
         raise DataError(f"not an image Pillow can read (jpg, png...): {path}") from e
-    except (OSError, SyntaxError) as e:  # Pillow reports truncated or corrupt data as OSError/SyntaxError
-        raise DataError(f"cannot decode image {path}: {e}") from e
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # Pillow's ways to say "corrupt"
+        raise DataError(f"cannot decode image {path}: {' '.join(str(e).split()) or type(e).__name__}") from e
+
+
+def check_pixels(size: tuple[int, int], path: str | os.PathLike[str]) -> None:
+    """DataError if an image of ``size`` (width, height) is over MAX_IMAGE_PIXELS."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(f"image {path} is {width} x {height} pixels: over the {MAX_IMAGE_PIXELS // 10**6} "
+                        "megapixels a job decodes")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.data_files import DATASETS, resolve_data_file
+from core.data_files import DATASETS, check_pixels, resolve_data_file
 from core.errors import DataError
 
 if TYPE_CHECKING:
@@ -233,20 +233,23 @@ def _load_wifi(path: Path, test_size: float, seed: int) -> Dataset:
     """UCI wireless indoor localisation: rows of 7 signal strengths and the room (1..4); y is room - 1."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the wifi file: {type(e).__name__}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the wifi file: {e.strerror or type(e).__name__}") from e
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue  # a trailing newline or blank separator line is not a bad row
         fields = line.split()
-        try:
-            row = [int(f) for f in fields]
-        except ValueError:
-            row = []
-        if len(row) != WIFI_COLUMNS or not 1 <= row[-1] <= WIFI_ROOMS:
+        not_int = next((k for k, f in enumerate(fields, start=1) if not f.lstrip("+-").isdigit()), None)
+        row = [] if not_int else [int(f) for f in fields]
+        if len(row) != WIFI_COLUMNS or not 1 <= row[-1] <= WIFI_ROOMS:  # the line itself is not quoted: a
+            # file named by mistake (or by malice) must not end up in a job's error
+            what = (f"field {not_int} not an integer" if not_int else f"{len(fields)} fields"
+                    if len(row) != WIFI_COLUMNS else f"room {row[-1]}")
             raise DataError(f"{path}: line {number}: expected {WIFI_COLUMNS} tab-separated integers ending "
-                               f"with a room 1..{WIFI_ROOMS}, got {line.strip()[:80]!r}")
+                            f"with a room 1..{WIFI_ROOMS}, got {what}")
         rows.append(row)
     if not rows:
         raise DataError(f"{path}: no rows in the wifi file")
@@ -287,6 +290,7 @@ def _read_image(path: Path, mode: str, side: int) -> np.ndarray:
 
     try:
         with Image.open(path) as raw:
+            check_pixels(raw.size, path)  # from the header, before a byte of it is decoded
             img = ImageOps.exif_transpose(raw).convert(mode)  # decodes the pixels: truncation fails here
         w, h = img.size
         s = min(w, h)
@@ -294,6 +298,8 @@ def _read_image(path: Path, mode: str, side: int) -> np.ndarray:
         img = img.resize((side, side), Image.Resampling.LANCZOS, box=box)  # the crop and resize in one step
     # Pillow reports damage variously: OSError (incl. UnidentifiedImageError), SyntaxError and ValueError
     # from its parsers, DecompressionBombError for absurd sizes.
+    except DataError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: not a readable image: {type(e).__name__}: {' '.join(str(e).split())}") from e
     pixels = np.asarray(img, dtype=np.uint8)

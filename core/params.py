@@ -7,6 +7,7 @@ on the control plane and configures the job on the worker, so the two can never 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from core.errors import ConfigError
 
 T = TypeVar("T")
+MAX_INT = 2**53  # the largest integer a parameter may be: JSON readers (JavaScript) keep integers exact up to it
 
 
 def _type_name(tp: Any) -> str:
@@ -66,10 +68,17 @@ def _coerce(field: str, value: Any, tp: Any) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(field, f"must be at most 2**53 in size, got an integer of {value.bit_length()} bits")
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            if isinstance(value, int) and abs(value) > MAX_INT:
+                raise ConfigError(field, f"must be at most 2**53 in size, got an integer of {value.bit_length()} bits")
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(field, f"must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

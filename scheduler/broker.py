@@ -12,8 +12,8 @@ from typing import Any
 
 from celery import Celery
 
-from scheduler.celery_app import TASK_NAME
-from scheduler.errors import BrokerUnavailable
+from scheduler.celery_app import TASK_NAME, FarmApp
+from scheduler.errors import BrokerUnavailable, mask_secrets
 from storage.records import Job
 
 PUBLISH_BATCH = 1000  # broker operations buffered before they are written (Redis: one pipeline round trip)
@@ -24,6 +24,16 @@ def broker_priority(app: Celery, priority: int) -> int:
     """Specs say 9 = most urgent. Redis serves the lowest number first; AMQP the highest."""
     url = str(app.conf.broker_url or "")
     return 9 - priority if url.startswith(("redis", "rediss", "sentinel")) else priority
+
+
+def route(app: Celery, queue: str) -> str:
+    """The broker queue a job of ``queue`` is sent to (``FarmApp.broker_queue``; a plain Celery app: ``queue``)."""
+    return app.broker_queue(queue) if isinstance(app, FarmApp) else queue
+
+
+def in_memory(app: Celery) -> bool:
+    """Whether ``app``'s broker lives in this process's memory (the embedded default): its messages end with it."""
+    return str(app.conf.broker_url or "").startswith("memory://")
 
 
 def hard_grace(timeout: float) -> float:
@@ -44,14 +54,16 @@ def send(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
     the broker cannot be reached."""
     if not jobs:
         return
+    farm = {"farm": app.farm_id} if isinstance(app, FarmApp) and app.farm_id else {}
     try:
         with app.producer_or_acquire() as producer, _publish_batch(producer):
             for job in jobs:
-                app.send_task(TASK_NAME, args=[job.id], queue=job.queue, routing_key=job.queue,
+                queue = route(app, job.queue)
+                app.send_task(TASK_NAME, args=[job.id], kwargs=farm, queue=queue, routing_key=queue,
                               priority=broker_priority(app, job.priority), producer=producer,
                               countdown=countdown, **_limits(job))
     except Exception as e:  # kombu raises many types: OperationalError, ConnectionError, socket errors
-        raise BrokerUnavailable(f"cannot send jobs to the broker {app.conf.broker_url}: {e}") from e
+        raise BrokerUnavailable(_unreachable(app, "cannot send jobs to", e)) from e
 
 
 def send_or_leave(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
@@ -70,10 +82,16 @@ def _publish_batch(producer: Any) -> Any:
     return batch(max_size=PUBLISH_BATCH) if batch is not None else nullcontext()
 
 
+def _unreachable(app: Celery, what: str, e: BaseException) -> str:
+    """The one-line reason the broker could not be used, its password masked."""
+    return mask_secrets(f"{what} the broker {app.conf.broker_url}: {e}")
+
+
 def queue_size(app: Celery, queue: str) -> int:
-    """How many messages wait in ``queue`` on the broker (0 for a queue it does not know)."""
+    """How many messages wait for the jobs of ``queue`` on the broker (0 for a queue it does not know)."""
     from kombu.exceptions import ChannelError
 
+    queue = route(app, queue)
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
@@ -85,7 +103,7 @@ def queue_size(app: Celery, queue: str) -> int:
     except ChannelError:
         return 0
     except Exception as e:
-        raise BrokerUnavailable(f"cannot reach the broker {app.conf.broker_url}: {e}") from e
+        raise BrokerUnavailable(_unreachable(app, "cannot reach", e)) from e
 
 
 def check(app: Celery) -> None:
@@ -94,4 +112,4 @@ def check(app: Celery) -> None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
     except Exception as e:
-        raise BrokerUnavailable(f"cannot reach the broker {app.conf.broker_url}: {e}") from e
+        raise BrokerUnavailable(_unreachable(app, "cannot reach", e)) from e

@@ -15,24 +15,38 @@ from scheduler.settings import Settings
 
 TASK_NAME = "latentfarm.run_job"
 QUEUES = ("gpu", "cpu")
+EMBEDDED_QUEUE = "cpu"  # on the embedded default one in-process worker runs every job, whatever its queue
 VISIBILITY_TIMEOUT = 24 * 3600  # above the longest job, or Redis redelivers a message that is still running
 
 
 class FarmApp(Celery):
-    """A Celery app that knows the latentfarm settings it was made from (a worker's task reads them)."""
+    """A Celery app that knows the latentfarm settings it was made from (a worker's task reads them) and the farm
+    it sends messages for (``farm_id``: the store's identity; None for a database not yet upgraded to one)."""
 
-    def __init__(self, main: str | None = None, settings: Settings | None = None, **kwargs: object) -> None:
+    def __init__(self, main: str | None = None, settings: Settings | None = None, farm_id: str | None = None,
+                 **kwargs: object) -> None:
         super().__init__(main, **kwargs)  # type: ignore[arg-type]
         self.settings = settings or Settings.from_env()
+        self.farm_id = farm_id
+        self.node_name: str | None = None  # the node name of the in-process worker running on this app, if any
 
     def __reduce_keys__(self) -> dict[str, object]:
         """What a copy of the app is made from (Celery pickles apps for some pools): the settings too."""
-        return {**super().__reduce_keys__(), "settings": self.settings}
+        return {**super().__reduce_keys__(), "settings": self.settings, "farm_id": self.farm_id}
+
+    def broker_queue(self, queue: str) -> str:
+        """The broker's name of a job queue: on a farm, the queue within this farm (``latentfarm.<farm>.gpu``), so
+        two farms that share a broker never take each other's messages; on the embedded default, the one queue its
+        in-process worker consumes, whatever the spec named."""
+        if self.settings.embedded:
+            return EMBEDDED_QUEUE
+        return f"latentfarm.{self.farm_id[:12]}.{queue}" if self.farm_id else queue
 
 
-def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> FarmApp:
-    """A Celery app for ``settings``. Pass extra queue names that specs use beyond gpu and cpu."""
-    app = FarmApp("latentfarm", settings, broker=settings.broker_url, include=["workers.tasks"],
+def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES, farm_id: str | None = None) -> FarmApp:
+    """A Celery app for ``settings`` and the farm ``farm_id``. Pass extra queue names that specs use beyond gpu and
+    cpu."""
+    app = FarmApp("latentfarm", settings, farm_id, broker=settings.broker_url, include=["workers.tasks"],
                   set_as_current=False)
     transport: dict[str, object] = {"visibility_timeout": VISIBILITY_TIMEOUT}
     if settings.embedded:
@@ -40,6 +54,9 @@ def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> FarmApp
     else:
         # Redis: priorities 0..9 in 10 steps, lower number served first (see scheduler.broker.broker_priority)
         transport.update(priority_steps=list(range(10)), sep=":", queue_order_strategy="priority")
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # kombu's Redis transport, but an item on a queue that is not a message is dropped, not fatal
+        app.conf.broker_transport = "scheduler.redis_transport:Transport"
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -49,8 +66,8 @@ def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES) -> FarmApp
         task_acks_late=True,  # a job's message is acked when the job ends: a dead worker's job is redelivered
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,  # one long job at a time per process: no job waits behind another
-        task_queues=[Queue(q, routing_key=q) for q in queues],
-        task_default_queue="cpu",
+        task_queues=[Queue(name, routing_key=name) for name in dict.fromkeys(app.broker_queue(q) for q in queues)],
+        task_default_queue=app.broker_queue("cpu"),
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

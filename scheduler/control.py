@@ -1,18 +1,25 @@
 """The control plane as the interfaces use it: open the store and the Celery app, load and submit specs, follow a
-batch. It prints nothing: ``follow`` yields snapshots, and each interface shows them its own way."""
+batch. It prints nothing: ``follow`` yields snapshots, and each interface shows them its own way.
+
+On the embedded default the broker lives in the process's memory, so what an interrupted process left is found by
+the next: ``open`` queues again the jobs whose process is gone (an ``embedded-<pid>@<host>`` worker on this host
+that no longer runs), and ``run`` sends again the queued jobs that have no message (those it did not send itself)
+and runs them with the batch. An interrupted ``run`` (Ctrl-C) stops within ``STOP_INTERRUPTED`` seconds: its
+running job hands itself back at its next check, or is queued again in SQL, never failed.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
 
 from scheduler import broker, lifecycle
 from scheduler.celery_app import QUEUES, make_celery
-from scheduler.embedded import in_process_worker, worker_alive
+from scheduler.embedded import embedded_name, in_process_worker, orphan_pid, worker_alive
 from scheduler.errors import SpecError
 from scheduler.plan import plan_batch
 from scheduler.settings import Settings
@@ -31,6 +38,7 @@ class Snapshot:
     summary: BatchSummary
     running: list[Job]
     worker_stopped: bool = False  # the embedded worker died before the batch settled: nothing more will run
+    leftovers: int = 0  # jobs an interrupted process left, run with the batch, not finished yet
 
 
 @dataclass
@@ -38,6 +46,8 @@ class ControlPlane:
     settings: Settings
     store: Store
     app: Celery
+    sent: set[int] = field(default_factory=set)  # jobs whose messages this process sent (embedded: it holds them)
+    recovered: list[int] = field(default_factory=list)  # jobs ``open`` queued again: their process was gone
 
     @classmethod
     def open(cls, settings: Settings | None = None, queues: tuple[str, ...] = QUEUES,
@@ -47,10 +57,27 @@ class ControlPlane:
         settings = settings or Settings.from_env()
         upgrade = settings.embedded if upgrade is None else upgrade
         store = Store.open(settings.database_url, settings.artifacts_dir, upgrade=upgrade)
-        return cls(settings, store, make_celery(settings, queues))
+        with store.session() as s:
+            farm = queries.farm_id(s)
+        cp = cls(settings, store, make_celery(settings, queues, farm))
+        if settings.embedded:
+            cp.recover()
+        return cp
+
+    def recover(self) -> list[int]:
+        """Queue again the jobs left running by an embedded process of this host that is gone (killed, Ctrl-C'd
+        mid-cleanup, a laptop gone to sleep and rebooted): they run again without waiting out their lease."""
+        with self.store.session() as s:
+            running = queries.running_jobs_of(s, "embedded-")
+        for job in running:
+            pid = orphan_pid(job.worker)
+            if pid is not None and lifecycle.release(self.store, self.app, job.id, job.attempts,
+                                                     f"its process {pid} is gone", "recovery"):
+                self.recovered.append(job.id)
+        return self.recovered
 
     def load(self, spec_path: str | Path) -> BatchSpec:
-        return load_spec(spec_path, self.settings.data_dir)
+        return load_spec(spec_path, self.settings.data_dir, self.settings.job_memory)
 
     def submit(self, spec: BatchSpec, no_cache: bool = False) -> lifecycle.SubmitResult:
         """Plan the batch, write it in one transaction and queue its ready jobs. The broker is checked first (on a
@@ -61,26 +88,36 @@ class ControlPlane:
             plan = plan_batch(spec)
         except OSError as e:  # one exists but cannot be read here
             raise SpecError(spec.path, f"cannot read a file it names: {first_line(e)}") from e
-        return lifecycle.submit(self.store, self.app, plan, no_cache=no_cache)
+        result = lifecycle.submit(self.store, self.app, plan, no_cache=no_cache)
+        self.sent.update(result.queued)
+        return result
 
-    def snapshot(self, batch_id: int) -> Snapshot:
+    def retry(self, job_id: int) -> list[int]:
+        """``lifecycle.retry``, remembering the messages this process sent."""
+        queued = lifecycle.retry(self.store, self.app, job_id)
+        self.sent.update(queued)
+        return queued
+
+    def snapshot(self, batch_id: int, leftovers: list[int] | None = None) -> Snapshot:
         with self.store.session() as s:
             summary = queries.batch_summary(s, batch_id)
             running = queries.list_jobs(s, batch_id=batch_id, status=JobStatus.RUNNING.value, limit=3)
-        return Snapshot(summary, running)
+            left = queries.unsettled_count(s, leftovers) if leftovers else 0
+        return Snapshot(summary, running, leftovers=left)
 
     def follow(self, batch_id: int, interval: float = 0.5, timeout: float | None = None,
-               alive: Callable[[], bool] | None = None) -> Iterator[Snapshot]:
-        """Snapshots of the batch every ``interval`` seconds until it is settled (nothing queued or running), the
-        ``timeout`` passes, or ``alive`` (the embedded worker's) turns False; the last one is final."""
+               alive: Callable[[], bool] | None = None, leftovers: list[int] | None = None) -> Iterator[Snapshot]:
+        """Snapshots of the batch every ``interval`` seconds until it is settled (nothing queued or running) and so
+        are ``leftovers``, the ``timeout`` passes, or ``alive`` (the embedded worker's) turns False; the last one
+        is final."""
         start = time.monotonic()
         while True:
-            snap = self.snapshot(batch_id)
-            if snap.summary.settled:
+            snap = self.snapshot(batch_id, leftovers)
+            if snap.summary.settled and not snap.leftovers:
                 yield snap
                 return
             if alive is not None and not alive():
-                yield Snapshot(snap.summary, snap.running, worker_stopped=True)
+                yield Snapshot(snap.summary, snap.running, worker_stopped=True, leftovers=snap.leftovers)
                 return
             yield snap
             if timeout is not None and time.monotonic() - start > timeout:
@@ -88,12 +125,36 @@ class ControlPlane:
             time.sleep(interval)
 
     def run(self, batch_id: int, interval: float = 0.5) -> Iterator[Snapshot]:
-        """``follow``, with an in-process worker draining the queue on the embedded default (stopped at the end)."""
+        """``follow``; on the embedded default, with an in-process worker that also runs the queued jobs no live
+        process holds a message for (left by an interrupted run), stopped at the end or when interrupted."""
         if not self.settings.embedded:
             yield from self.follow(batch_id, interval)
             return
-        with in_process_worker(self.app) as worker:
-            yield from self.follow(batch_id, interval, alive=lambda: worker_alive(worker))
+        name = embedded_name()
+        leftovers = [j.id for j in self.resend_unsent() if j.batch_id != batch_id]
+        try:
+            with in_process_worker(self.app, hostname=name) as worker:
+                yield from self.follow(batch_id, interval, alive=lambda: worker_alive(worker), leftovers=leftovers)
+        except BaseException:
+            self._release(name, "interrupted")
+            raise
+
+    def resend_unsent(self) -> list[Job]:
+        """On the embedded default: send the messages of the queued jobs this process did not send (an earlier
+        process held them in its memory). Returns those jobs."""
+        with self.store.session() as s:
+            again = queries.jobs_by_ids(s, [i for i in queries.queued_job_ids(s) if i not in self.sent])
+        broker.send(self.app, again)
+        self.sent.update(j.id for j in again)
+        return again
+
+    def _release(self, worker: str, why: str) -> None:
+        """Queue again what ``worker`` (this process's in-process worker) still runs in SQL: its thread did not hand
+        it back in time (a long operation between two checks)."""
+        with self.store.session() as s:
+            running = [j for j in queries.running_jobs_of(s, worker) if j.worker == worker]
+        for job in running:
+            lifecycle.release(self.store, self.app, job.id, job.attempts, why, worker)
 
     def wait(self, batch_id: int, on_snapshot: Callable[[Snapshot], None] | None = None) -> BatchSummary:
         """``run`` to the end; each snapshot to ``on_snapshot``. Returns the last summary."""

@@ -14,11 +14,14 @@ error to the CLI's exit code and the API's HTTP status (the CLI, the API and the
         └── ArtifactCorrupt                             1   500
 
 Whether a job is retried is a property of its error (``transient``); ``is_transient`` adds the short list of
-third-party errors the farm knows to be passing (a lost connection, a device out of memory).
+third-party errors the farm knows to be passing (a lost connection); ``out_of_memory`` tells running out of the
+host's memory (not retried: the job's own size) from a device's (retried once: a neighbour may have filled it).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 
 from storage.errors import (
@@ -34,7 +37,7 @@ from storage.errors import (
 
 __all__ = ["ArtifactCorrupt", "BrokerUnavailable", "Conflict", "DatabaseUnavailable", "InvalidValue",
            "LatentfarmError", "NotFound", "PermanentError", "SpecError", "TransientError", "UserError",
-           "Response", "is_transient", "response_for"]
+           "Response", "SecretsFilter", "is_transient", "mask_secrets", "out_of_memory", "response_for"]
 
 
 class SpecError(UserError):
@@ -89,17 +92,34 @@ def response_for(error: LatentfarmError) -> Response:
     return next(response for cls, response in RESPONSES if isinstance(error, cls))
 
 
-# Device out-of-memory errors by class name (TensorFlow, PyTorch): the control plane never imports them.
+# Out-of-memory errors by class name (TensorFlow, PyTorch, JAX): the control plane never imports them.
 _OOM_NAMES = frozenset({"ResourceExhaustedError", "OutOfMemoryError"})
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """``"host"`` when ``error`` (or what caused it) is running out of the machine's memory (MemoryError; a
+    TensorFlow OOM on the CPU), ``"device"`` when out of a GPU's memory, None otherwise. Running out of host memory
+    repeats itself (the job's own size, within its budget); a device may have been full of a neighbour's work."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None:
+            return None
+        name = type(seen).__name__
+        if isinstance(seen, MemoryError):
+            return "host"
+        if name in _OOM_NAMES or (name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(seen)):
+            return "host" if "device:CPU" in str(seen) else "device"  # TensorFlow names the device it ran out on
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def is_transient(error: BaseException) -> bool:
     """Whether another attempt of a job that raised ``error`` may succeed.
 
-    An error of the tree (and of core) says so itself (``transient``). Of the others, only these are passing: a
-    lost connection (``ConnectionError``, SQLAlchemy's and kombu's operational errors, Redis' connection and
-    timeout errors), a device or host out of memory. What the error was caused by counts too (a few levels).
-    Anything else is an error in the spec, the data or the code: retrying only repeats it.
+    An error of the tree (and of core) says so itself (``transient``). Of the others, only a lost connection is
+    passing (``ConnectionError``, SQLAlchemy's and kombu's operational errors, Redis' connection and timeout
+    errors); what the error was caused by counts too (a few levels). Running out of memory is ``out_of_memory``'s
+    to tell. Anything else is an error in the spec, the data or the code: retrying only repeats it.
     """
     seen: BaseException | None = error
     for _ in range(5):  # the error and what caused it
@@ -120,8 +140,36 @@ def _third_party_transient(error: BaseException) -> bool:
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import DisconnectionError, OperationalError
 
-    if isinstance(error, (ConnectionError, MemoryError, OperationalError, DisconnectionError, KombuOperationalError,
-                          RedisConnectionError, RedisTimeoutError)):
+    return isinstance(error, (ConnectionError, OperationalError, DisconnectionError, KombuOperationalError,
+                              RedisConnectionError, RedisTimeoutError))
+
+
+URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]+)@", re.I)
+
+
+def mask_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with every password in a URL (``redis://:pw@host``, ``postgresql://u:pw@host``) and each of
+    ``secrets`` (a token) replaced by ``***``: errors, log lines and answers must never carry them."""
+    text = URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+class SecretsFilter(logging.Filter):
+    """A logging filter (for handlers) that masks passwords in URLs and the given ``secrets`` in every record."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message, self.secrets)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            text = mask_secrets(logging.Formatter().formatException(record.exc_info), self.secrets)
+            record.exc_info, record.exc_text = None, text
         return True
-    name = type(error).__name__
-    return name in _OOM_NAMES or (name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(error))  # JAX

@@ -1,14 +1,16 @@
 """Queries on jobs by parameter value and by final metric, and the comparison of a sweep: shared by the CLI and
 the API.
 
-``--param z_dim=16`` keeps jobs whose parameter equals the value (read as YAML: ``16``, ``0.5``, ``bce``,
-``true``); ``--where "test_loss<0.1"`` keeps jobs whose final value of the metric (its last step: the last epoch)
-passes the comparison; ``--sort test_loss`` orders by a final metric.
+``--param z_dim=16`` keeps jobs whose parameter equals the value (a plain scalar: ``16``, ``0.5``, ``bce``,
+``true``, or a JSON list ``[32, 64]``; never YAML, so a value cannot expand into more than it says);
+``--where "test_loss<0.1"`` keeps jobs whose final value of the metric (its last step: the last epoch) passes the
+comparison; ``--sort test_loss`` orders by a final metric.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -16,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol, TypeVar
 
-import yaml
 from sqlalchemy.orm import Session
 
 from scheduler.errors import UserError
@@ -43,6 +44,41 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 _WHERE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|!=|==|=|<|>)\s*(\S+)\s*$")
 
 
+MAX_VALUE = 200  # characters of a filter's value: values in specs are short; anything longer is a mistake
+_INT = re.compile(r"[-+]?\d{1,30}")  # more digits than any parameter takes: a string, not a huge integer
+
+
+def plain_value(text: str, option: str = "--param") -> Any:
+    """A filter's value as a plain scalar, never YAML (no aliases, no tags, no nesting to expand): ``true``/
+    ``false``, ``null``, an integer, a finite number, a JSON list of such scalars (``[32, 64, 128]``, for list
+    params such as filters), else the text itself. At most MAX_VALUE characters."""
+    text = text.strip()
+    if len(text) > MAX_VALUE:
+        raise UserError(f"{option}: the value is over {MAX_VALUE} characters")
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", "~"):
+        return None
+    if _INT.fullmatch(text):
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number):
+            return number
+    if text.startswith("[") and text.endswith("]"):
+        try:
+            items = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(items, list) and all(isinstance(i, (int, float, str, bool)) or i is None for i in items):
+            return items
+    return text
+
+
 @dataclass(frozen=True)
 class ParamFilter:
     name: str
@@ -52,12 +88,10 @@ class ParamFilter:
     def parse(cls, text: str, option: str = "--param") -> ParamFilter:
         name, sep, raw = text.partition("=")
         if not sep or not name.strip():
-            raise UserError(f"{option}: expected NAME=VALUE, e.g. z_dim=16, got {text!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        return cls(name.strip(), value)
+            raise UserError(f"{option}: expected NAME=VALUE, e.g. z_dim=16, got {text[:MAX_VALUE]!r}")
+        if len(name.strip()) > MAX_VALUE or not name.strip().isprintable():
+            raise UserError(f"{option}: {name[:MAX_VALUE]!r} is not a parameter name")
+        return cls(name.strip(), plain_value(raw, option))
 
     def keeps(self, job: HasParams) -> bool:
         if self.name not in job.params:
@@ -66,7 +100,10 @@ class ParamFilter:
         if isinstance(have, (int, float)) and isinstance(self.value, (int, float)) \
                 and not isinstance(have, bool) and not isinstance(self.value, bool):
             return float(have) == float(self.value)
-        return bool(have == self.value or str(have) == str(self.value))
+        if have == self.value:
+            return True
+        # a string against a stored value of another type: compare as text, without building a huge string
+        return isinstance(self.value, str) and not isinstance(have, (dict, list)) and str(have) == self.value
 
 
 @dataclass(frozen=True)
@@ -122,9 +159,10 @@ def parse_since(value: str | None, option: str = "--since") -> datetime | None:
         if value[-1:] in units and value[:-1].isdigit():
             return datetime.now(timezone.utc) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
         t = datetime.fromisoformat(value)
+        # in UTC now, as the database compares it: a date that leaves the calendar there is refused here
+        return t.astimezone(timezone.utc) if t.tzinfo else t.replace(tzinfo=timezone.utc)
     except (ValueError, OverflowError) as e:
-        raise UserError(f"{option}: expected e.g. 30m, 2h, 1d or an ISO date, got {value!r}") from e
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        raise UserError(f"{option}: expected e.g. 30m, 2h, 1d or an ISO date, got {value[:64]!r}") from e
 
 
 @dataclass

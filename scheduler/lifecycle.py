@@ -132,6 +132,20 @@ def retry_later(store: Store, app: Celery, job: Job, why: str, traceback: str | 
     return JobStatus.QUEUED.value
 
 
+def release(store: Store, app: Celery, job_id: int, attempt: int, why: str, by: str | None) -> bool:
+    """Hand a running attempt back: ``running -> queued`` for another attempt (its worker is shutting down, not its
+    job failing), and its message sent again. Guarded by the attempt: False if that attempt no longer runs."""
+    with store.session() as s:
+        if not transition(s, job_id, JobStatus.RUNNING, JobStatus.QUEUED, by=by, attempt=attempt,
+                          message=f"released: {why}; queued for attempt {attempt + 1}", lease_until=None,
+                          not_before=None):
+            return False
+        again = queries.jobs_by_ids(s, [job_id])
+    if not broker.in_memory(app):  # an in-process broker goes with its process: the next one sends it again
+        broker.send_or_leave(app, again)  # a broker that is away: the reaper sends it again
+    return True
+
+
 def cancel(store: Store, job_ids: Iterable[int], reason: str = "cancelled by user") -> dict[str, list[int]]:
     """Cancel jobs and their descendants: queued ones at once, running ones at their next check."""
     ids = list(dict.fromkeys(job_ids))
@@ -144,13 +158,27 @@ def cancel(store: Store, job_ids: Iterable[int], reason: str = "cancelled by use
 
 
 def retry(store: Store, app: Celery, job_id: int) -> list[int]:
-    """Run a failed or cancelled job again; its cancelled descendants wait for it again. Returns queued ids.
+    """Run a failed or cancelled job again; its cancelled descendants wait for it again. A queued job's message is
+    sent again (it may be lost). Returns the ids queued or sent.
 
-    NotFound for no such job, Conflict for a job that neither failed nor was cancelled."""
+    NotFound for no such job, Conflict for a job that is pending, running or succeeded."""
     with store.session() as s:
         job = queries.require_job(s, job_id)
-        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-            raise Conflict(f"job {job_id} is {job.status.value}: only failed or cancelled jobs can be retried")
+        if job.status is JobStatus.QUEUED:  # its message may be lost (an interrupted embedded run): send it again
+            again = queries.jobs_by_ids(s, [job_id])
+        elif job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise Conflict(f"job {job_id} is {job.status.value}: only failed, cancelled or queued jobs can be "
+                           "retried")
+        else:
+            again = None
+    if again is not None:
+        broker.send(app, again)  # a duplicate of a message that was not lost is dropped by the guarded claim
+        return [job_id]
+    with store.session() as s:
+        job = queries.require_job(s, job_id)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):  # it changed in between
+            raise Conflict(f"job {job_id} is {job.status.value}: only failed, cancelled or queued jobs can be "
+                           "retried")
         reopen: dict[str, Any] = dict(cancel_requested=False, error=None, traceback=None, finished_at=None,
                                       progress=0.0)
         ready = all(queries.require_job(s, p).status is JobStatus.SUCCEEDED for p in queries.job_parents(s, job_id))

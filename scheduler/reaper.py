@@ -57,7 +57,9 @@ class ReapReport:
 
 
 def reap(store: Store, app: Celery, settings: Settings, now: datetime | None = None) -> ReapReport:
-    """One pass: expired leases, then lost messages. Returns what it did."""
+    """One pass: expired leases, then lost messages. Returns what it did. A broker in this process's memory (a
+    ``latentfarm reap`` on the embedded default) holds no message worth sending: the jobs are queued in SQL, and the
+    next process that runs a worker sends them."""
     now = now or utcnow()
     report = ReapReport()
     while True:
@@ -68,7 +70,8 @@ def reap(store: Store, app: Celery, settings: Settings, now: datetime | None = N
         _send(app, queued)
         if len(expired) < BATCH:
             break
-    _resend_lost(store, app, settings, now, report)
+    if not broker.in_memory(app) or getattr(app, "node_name", None):
+        _resend_lost(store, app, settings, now, report)
     if report:
         log.warning("reaper: %s", report.describe())
     return report

@@ -38,6 +38,7 @@ import yaml
 
 from core.kinds import KINDS
 from scheduler.errors import SpecError
+from scheduler.settings import default_job_memory
 from scheduler.spec_entries import DEFAULT_MAX_ATTEMPTS, NAME_RE, Context, JobSpec, expand_entry, no_unknown
 from scheduler.spec_needs import check_inputs, resolve_needs, topological
 
@@ -70,7 +71,7 @@ class BatchSpec:
     jobs: tuple[JobSpec, ...]  # in dependency order: every job comes after the jobs it needs
 
 
-def load_spec(path: str | Path, data_dir: Path) -> BatchSpec:
+def load_spec(path: str | Path, data_dir: Path, memory_budget: int | None = None) -> BatchSpec:
     """Read and validate a spec file. Raises SpecError naming the file, the job and the field."""
     path_str = str(path)
     try:
@@ -79,7 +80,7 @@ def load_spec(path: str | Path, data_dir: Path) -> BatchSpec:
         raise SpecError(path_str, f"cannot read spec: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise SpecError(path_str, f"not a UTF-8 text file (byte {e.start})") from e
-    return parse_spec(read_spec_text(text, path_str), path_str, Path(path).resolve().parent, data_dir)
+    return parse_spec(read_spec_text(text, path_str), path_str, Path(path).resolve().parent, data_dir, memory_budget)
 
 
 def read_spec_text(text: str, path: str) -> Any:
@@ -124,8 +125,10 @@ def check_shape(raw: Any, path: str) -> None:
         stack.extend((v, depth + 1) for v in children)
 
 
-def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec:
-    """Validate an already-parsed spec (YAML or JSON). Relative data paths are taken from ``base_dir``."""
+def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path, memory_budget: int | None = None) -> BatchSpec:
+    """Validate an already-parsed spec (YAML or JSON). Relative data paths are taken from ``base_dir``, then from
+    ``data_dir``; files must lie in one of the two (the data roots). A job whose memory estimate exceeds
+    ``memory_budget`` (default: ``Settings``' default, half the machine's memory) is refused."""
     check_shape(raw, path)
     if not isinstance(raw, dict):
         raise SpecError(path, "a spec must be a mapping with 'batch' and 'jobs'")
@@ -176,8 +179,10 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path) -> BatchSpec
             raise SpecError(path, "two jobs expand to this name: rename one", job=job.name, field="name")
         by_name[job.name] = job
     resolved = [resolve_needs(entry, job, expansions, by_name, path) for entry, job in expanded]
+    budget = memory_budget or default_job_memory()
+    final = {j.name: j for j in resolved}
     for job in resolved:
-        check_inputs(job, [by_name[p] for p in job.needs], path)
+        check_inputs(job, [final[p] for p in job.needs], path, final, budget)
     return BatchSpec(name=name.strip(), path=path, raw=raw, jobs=tuple(topological(resolved, path)))
 
 

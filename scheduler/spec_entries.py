@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data_files import check_image_file, resolve_data_file
+from core.data_files import check_image_file, resolve_data_file, within_roots
 from core.errors import ConfigError, DataError
 from core.kinds import KINDS, SPEC_KINDS
 from core.params import config_to_params, parse_config
@@ -71,7 +71,7 @@ class Context:
     """What every entry of one spec is expanded with."""
 
     path: str  # the spec's name in errors
-    base_dir: Path  # relative file paths are taken from here (the spec's folder)
+    base_dir: Path  # relative file paths are taken from here (the spec's folder; the data directory for the API)
     data_dir: Path  # where datasets' usual files are
     defaults: Mapping[str, Any]  # the spec's `defaults`
     default_params: Mapping[str, Any]  # its `defaults.params`
@@ -151,7 +151,7 @@ def expand_entry(entry: dict[str, Any], jname: str, ctx: Context, over: list[Job
         for file_param in info.files:
             where = _origin(file_param, values, params, ctx.default_params)
             config = dataclasses.replace(config, **{file_param: _input_file(
-                getattr(config, file_param), ctx.base_dir, path, name, f"{where}.{file_param}")})
+                getattr(config, file_param), ctx, name, f"{where}.{file_param}")})
         full = config_to_params(config)
         if full.get("dataset") is not None:
             full["data_path"] = _data_path(full, ctx, name)
@@ -176,24 +176,37 @@ def _origin(param: str, swept: Mapping[str, Any], params: Mapping[str, Any], def
     return "defaults.params" if param in default_params and param not in params else "params"
 
 
-def _input_file(given: str | None, base_dir: Path, path: str, job: str, field: str) -> str | None:
-    """An input image's absolute path, checked now: a missing or undecodable file is a spec error."""
+def _locate(given: str, ctx: Context) -> Path:
+    """A file a spec names, inside the data roots (the data directory and the spec's folder): relative to the spec's
+    folder, or else to the data directory."""
+    roots = (ctx.data_dir, ctx.base_dir)
+    path = within_roots(given, ctx.base_dir, roots)
+    if not Path(given).is_absolute() and not path.exists():
+        other = within_roots(given, ctx.data_dir, roots)
+        path = other if other.exists() else path
+    return path
+
+
+def _input_file(given: str | None, ctx: Context, job: str, field: str) -> str | None:
+    """An input image's absolute path, checked now: outside the data roots, missing or undecodable is a spec
+    error."""
     if not given:
         return given
-    resolved = Path(given) if Path(given).is_absolute() else base_dir / given
     try:
+        resolved = _locate(given, ctx)
         check_image_file(resolved)
     except DataError as e:
-        raise SpecError(path, str(e), job=job, field=field) from e
+        raise SpecError(ctx.path, str(e), job=job, field=field) from e
     return str(resolved.resolve())
 
 
 def _data_path(params: dict[str, Any], ctx: Context, job: str) -> str | None:
-    """Resolve the dataset's file now, so a missing or unreadable file is a spec error, not a failed job."""
+    """Resolve the dataset's file now, so a file outside the data roots, missing or unreadable is a spec error, not
+    a failed job."""
     given = params.get("data_path")
-    if given is not None and not Path(given).is_absolute():
-        given = str(ctx.base_dir / given)
     try:
+        if given is not None:
+            given = str(_locate(given, ctx))
         resolved = resolve_data_file(params["dataset"], given, ctx.data_dir)
     except DataError as e:
         raise SpecError(ctx.path, str(e), job=job, field="params.data_path" if given else "params.dataset") from e

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.errors import ConfigError
 from core.kinds import KINDS
+from core.memory import gib
 from scheduler.errors import SpecError
 from scheduler.spec_entries import JobSpec, fmt
 
@@ -47,9 +48,10 @@ def resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[st
     return JobSpec(**{**job.__dict__, "needs": tuple(dict.fromkeys(parents))})
 
 
-def check_inputs(job: JobSpec, parents: list[JobSpec], path: str) -> None:
+def check_inputs(job: JobSpec, parents: list[JobSpec], path: str, by_name: Mapping[str, JobSpec],
+                 memory_budget: int) -> None:
     """The parents a kind reads results from are there, in the right number and of the right model, and pass the
-    kind's own parent checks."""
+    kind's own parent checks; the job's memory estimate fits the per-job budget."""
     info = KINDS[job.kind]
     where = job.group or job.name  # a dream's errors name the dream, not one of its tiles
     for inp in info.inputs:
@@ -67,6 +69,11 @@ def check_inputs(job: JobSpec, parents: list[JobSpec], path: str) -> None:
             info.check_parents(job.params, parents)
         except ConfigError as e:
             raise SpecError(path, e.message, job=where, field=f"params.{e.field}") from e
+    needed = info.memory(job.params, parents, by_name.__getitem__) if info.memory is not None else None
+    if needed is not None and needed > memory_budget:
+        raise SpecError(path, f"needs about {gib(needed)} of memory, more than the {gib(memory_budget)} a job may "
+                        "use (LATENTFARM_JOB_MEMORY): use smaller images, a smaller model or batch, fewer samples "
+                        "or a limit", job=where, field="params")
 
 
 def topological(jobs: list[JobSpec], path: str) -> list[JobSpec]:

@@ -12,6 +12,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -31,10 +33,19 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        self._verified = _Verified()
 
     def path_of(self, uri: str) -> Path:
         """The local file of a stored blob."""
         return self.root / uri
+
+    def verified_path(self, uri: str, sha256: str, what: str) -> Path:
+        """The local file of a blob, checked against its sha256 (once per version of the file: its inode, size,
+        modification and change times). NotFound if it is missing, ArtifactCorrupt if its bytes changed; ``what``
+        names the artifact in the message."""
+        path = self.path_of(uri)
+        self._verified.check(path, sha256, what)
+        return path
 
     def put_bytes(self, data: bytes) -> StoredBlob:
         """Store ``data``; returns where, its sha256 and its size."""
@@ -111,3 +122,35 @@ class ArtifactStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class _Verified:
+    """Blobs already checked against their sha256, by path, inode, size, mtime and ctime: a blob is hashed once per
+    version, not per read. (Bits rotting in place change none of those: a new process checks every blob again.)"""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: OrderedDict[tuple[str, int, int, int, int, str], None] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def check(self, path: Path, sha256: str, what: str) -> None:
+        try:
+            st = path.stat()
+        except FileNotFoundError as e:
+            raise NotFound(f"{what}: its blob is missing from the artifact store") from e
+        # a blob replaced by another file (even with the same size and mtime) has another inode or ctime
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha256)
+        with self._lock:
+            if key in self._seen:
+                self._seen.move_to_end(key)
+                return
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        if h.hexdigest() != sha256:
+            raise ArtifactCorrupt(f"{what}: its blob no longer matches its sha256 {sha256}")
+        with self._lock:
+            self._seen[key] = None
+            if len(self._seen) > self._size:
+                self._seen.popitem(last=False)

@@ -54,6 +54,16 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
 
 
+class FarmRow(Base):
+    """The one row that identifies this store: every job message carries its id, so a worker never runs a job of
+    another store that shares its broker."""
+
+    __tablename__ = "farm"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4, hex
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class BatchRow(Base):
     __tablename__ = "batches"
 

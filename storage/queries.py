@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from storage.errors import NotFound
-from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
+from storage.models import ArtifactRow, BatchRow, EventRow, FarmRow, JobDepRow, JobRow, MetricRow
 from storage.records import Artifact, Batch, Event, Job, Metric, from_row
 from storage.sql import chunks
 from storage.status import TERMINAL, JobStatus
@@ -68,6 +69,15 @@ class BatchSummary:
         return "succeeded"
 
 
+def farm_id(session: Session) -> str | None:
+    """This store's identity (the ``farm`` table's one row, written by the migrations); None in a database not yet
+    upgraded to it."""
+    if not sa_inspect(session.connection()).has_table(FarmRow.__tablename__):
+        return None
+    found = session.scalar(select(FarmRow.id).order_by(FarmRow.created_at).limit(1))
+    return None if found is None else str(found)
+
+
 def ping(session: Session) -> None:
     """One round trip to the database (a health check); DatabaseUnavailable when it does not answer."""
     session.execute(text("SELECT 1"))
@@ -89,6 +99,26 @@ def batch_summary(session: Session, batch_id: int) -> BatchSummary:
     counts = {status: n for status, n, _ in rows}
     running = sum(float(p or 0.0) for status, _, p in rows if status == JobStatus.RUNNING.value)
     return BatchSummary(batch, counts, sum(counts.values()), running)
+
+
+def queued_job_ids(session: Session) -> list[int]:
+    """Every queued job's id, over every batch, in id order."""
+    return list(session.scalars(select(JobRow.id).where(JobRow.status == JobStatus.QUEUED.value).order_by(JobRow.id)))
+
+
+def running_jobs_of(session: Session, worker_prefix: str) -> list[Job]:
+    """The running jobs whose worker's name starts with ``worker_prefix``, in id order."""
+    q = (select(JobRow).where(JobRow.status == JobStatus.RUNNING.value, JobRow.worker.startswith(worker_prefix))
+         .order_by(JobRow.id))
+    return [from_row(Job, r) for r in session.scalars(q)]
+
+
+def unsettled_count(session: Session, job_ids: Iterable[int]) -> int:
+    """How many of ``job_ids`` are queued or running."""
+    active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    return sum(session.scalar(select(func.count()).select_from(JobRow).where(JobRow.id.in_(ids),
+                                                                              JobRow.status.in_(active))) or 0
+               for ids in _id_slices(job_ids))
 
 
 def active_job_counts(session: Session) -> dict[str, int]:

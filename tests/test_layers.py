@@ -22,7 +22,7 @@ PACKAGES = ("core", "storage", "scheduler", "workers")
 FRAMEWORKS = ("tensorflow", "keras", "jax", "torch")
 # What the control plane may use of core: the job kinds' declarations and what they are validated with.
 CORE_FOR_THE_CONTROL_PLANE = ("core.kinds", "core.params", "core.errors", "core.data_files", "core.models.defaults",
-                              "core.dream")
+                              "core.dream", "core.memory")
 
 
 def modules() -> Iterator[tuple[str, Path]]:

@@ -35,6 +35,10 @@ class JobTimedOut(JobStopped):
     """The job ran past its ``timeout`` (its soft time limit)."""
 
 
+class JobReleased(JobStopped):
+    """The worker is shutting down: the job hands itself back, to be queued for another attempt."""
+
+
 class JobLost(JobStopped):
     """This attempt no longer holds the job (its lease ran out and the reaper took it back): stop, record nothing."""
 
@@ -106,8 +110,7 @@ class JobContext:
         checkpoints every epoch keeps one checkpoint in the store, not one per epoch."""
         blob = self.store.artifacts.put_file(Path(path))
         with self.store.session() as s:
-            stale = replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type,
-                                             meta)
+            stale = replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type, meta)
         if stale is not None:
             self.store.artifacts.delete(stale)
 
@@ -181,11 +184,12 @@ class JobContext:
         return [found[(j.id, name)] for j in jobs]
 
     def artifact_path(self, job: Job, name: str, artifact: Artifact | None = None) -> Path:
-        """The local file of another job's artifact (the artifact store is shared by every worker)."""
-        path = self.store.artifacts.path_of((artifact or self.artifact(job, name)).uri)
-        if not path.is_file():
-            raise NotFound(f"artifact {name!r} of job {job.name!r} is missing from the store: {path}")
-        return path
+        """The local file of another job's artifact, checked against its sha256 (once per version of the file):
+        NotFound if the blob is missing, ArtifactCorrupt if its bytes changed. A job never computes on a damaged
+        input, and neither error is retried: the blob stays damaged."""
+        a = artifact or self.artifact(job, name)
+        return self.store.artifacts.verified_path(a.uri, a.sha256, f"artifact {name!r} of job {job.name!r} "
+                                                  f"(#{job.id})")
 
     def load_model(self, job: Job, name: str = "model.keras", view: Callable[[Any], Any] | None = None) -> Any:
         """Another job's Keras model, from this process's model cache when it was loaded before.
@@ -223,13 +227,15 @@ class JobContext:
 
     def check(self) -> None:
         """Stop here if the job must stop: raises JobCancelled (the user cancelled it), JobTimedOut (past its
-        timeout) or JobLost (this attempt's lease ran out and the job was handed on). Costs no database round
-        trip: call it often (every OIP step)."""
+        timeout), JobLost (this attempt's lease ran out and the job was handed on) or JobReleased (its worker is
+        shutting down). Costs no database round trip: call it often (every OIP step)."""
         w = self.watch
         if w is None:
             return
         if w.lost:
             raise JobLost(f"attempt {w.attempt} of job {self.job.id} lost its lease")
+        if w.released:
+            raise JobReleased(w.released)
         if w.cancel_requested:
             raise JobCancelled("cancelled by user")
         if w.timed_out:

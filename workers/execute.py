@@ -4,9 +4,13 @@ unrecorded, and a job is never recorded twice: every write that ends a run is gu
 Outcomes:
 
 - the handler returns: results and ``succeeded`` in one transaction, children queued;
-- it raises a transient error (a connection to the database or broker lost, a device out of memory): the job is
-  queued again after an exponential backoff, until it has used ``max_attempts``;
+- it raises a transient error (a connection to the database or broker lost): the job is queued again after an
+  exponential backoff, until it has used ``max_attempts``; out of a GPU's memory (a neighbour may have filled it):
+  retried once;
+- it runs out of its memory budget (``workers.limits``: an allocation fails): ``failed`` with "out of memory",
+  not retried, and the worker goes on;
 - any other error (the user's spec, data or code): ``failed`` at once, with the message and traceback;
+- its worker shuts down (warm or cold, SIGINT or SIGTERM): ``queued`` again for another attempt, never failed;
 - the user cancelled it: ``cancelled`` at its next check; past its ``timeout``: ``failed`` at its next check, or,
   stuck ``hard_grace`` seconds more, failed and its process killed (a worker process of its own only);
 - its lease ran out while it ran (the database was away for longer than the lease) and the reaper handed it on:
@@ -29,17 +33,20 @@ from typing import Any, TypeVar
 from celery.exceptions import Reject
 
 from core.kinds import KINDS
+from core.memory import gib
 from core.params import parse_config
 from scheduler import lifecycle
 from scheduler.broker import hard_grace
-from scheduler.errors import DatabaseUnavailable, is_transient
+from scheduler.errors import DatabaseUnavailable, is_transient, out_of_memory
+from scheduler.spec import first_line
 from storage import queries
 from storage.events import add_event
 from storage.records import Job
 from storage.status import JobStatus
 from storage.transitions import claim
-from workers.context import JobCancelled, JobContext, JobLost, JobTimedOut
+from workers.context import JobCancelled, JobContext, JobLost, JobReleased, JobTimedOut
 from workers.handlers import handler_for
+from workers.limits import memory_budget
 from workers.monitor import Watch, monitor
 from workers.runtime import Runtime
 
@@ -107,22 +114,35 @@ def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job,
 def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
     try:
         params: Any = parse_config(KINDS[job.kind].params, job.params)
-        handler_for(job.kind)(ctx, params)
+        with memory_budget(rt.settings.job_memory):
+            handler_for(job.kind)(ctx, params)
     except JobLost as e:
         log.warning("job %s: %s; this attempt's results are dropped", job.id, e)
         return "lost"
+    except JobReleased as e:
+        return _release(rt, job, str(e), worker)
     except JobCancelled as e:
         return _finish(rt, job, JobStatus.CANCELLED, str(e), None, worker)
     except JobTimedOut as e:
         return _finish(rt, job, JobStatus.FAILED, str(e), traceback.format_exc(), worker)
     except Exception as e:
+        if ctx.watch is not None and ctx.watch.released:  # a second Ctrl-C raised into the job: not its failure
+            return _release(rt, job, ctx.watch.released, worker)
         why = f"{type(e).__name__}: {e}"
-        if is_transient(e):
+        oom = out_of_memory(e)
+        if oom == "host" or (oom == "device" and job.attempts >= 2):  # a device's: retried once, then this
+            why = (f"out of memory: {first_line(e)} (a job may use {gib(rt.settings.job_memory)} of this machine's "
+                   "memory: LATENTFARM_JOB_MEMORY)" if oom == "host" else f"out of device memory: {first_line(e)}")
+            return _finish(rt, job, JobStatus.FAILED, why, traceback.format_exc(), worker)
+        if oom == "device" or is_transient(e):
             log.warning("job %s: transient error: %s", job.id, why)
             return patiently(rt, lambda: lifecycle.retry_later(rt.store, rt.app, job, why, traceback.format_exc(),
                                                               worker, rt.settings.retry_backoff),
                              f"job {job.id}: requeue")
         return _finish(rt, job, JobStatus.FAILED, why, traceback.format_exc(), worker)
+    except BaseException:  # KeyboardInterrupt, SystemExit: the process is going, the job is not done
+        _release(rt, job, "interrupted", worker)
+        raise
     done = patiently(rt, lambda: lifecycle.complete_job(rt.store, rt.app, job.id, by=worker,
                                                        results=ctx.write_results, attempt=job.attempts),
                      f"job {job.id}: completion")
@@ -131,6 +151,18 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
         return "lost"
     log.info("job %s succeeded", job.id)
     return "succeeded"
+
+
+def _release(rt: Runtime, job: Job, why: str, worker: str) -> str:
+    """The worker is going: the job goes back to ``queued`` for another attempt (training resumes from its
+    checkpoint), its message re-sent; never failed."""
+    log.warning("job %s released (%s): queued for another attempt", job.id, why)
+    try:
+        released = lifecycle.release(rt.store, rt.app, job.id, job.attempts, why, worker)
+    except DatabaseUnavailable as e:  # its lease runs out and the reaper queues it again
+        log.warning("job %s: cannot release it now (%s): the reaper will, once its lease runs out", job.id, e)
+        return "lost"
+    return "released" if released else "lost"
 
 
 def _finish(rt: Runtime, job: Job, status: JobStatus, why: str, tb: str | None, worker: str) -> str:

@@ -43,6 +43,7 @@ class Watch:
     progress: float | None = None  # the latest fraction reported, written with the next renewal
     cancel_requested: bool = False
     lost: bool = False  # this attempt no longer runs in SQL: its results must not be recorded
+    released: str | None = None  # why the job must hand itself back (its worker is shutting down), once asked
     hard_limited: bool = False
     next_beat: float = 0.0
 
@@ -88,6 +89,15 @@ class Monitor:
     def remove(self, watch: Watch) -> None:
         with self._lock:
             self._watches.discard(watch)
+
+    def release_all(self, why: str) -> list[Watch]:
+        """Ask every job running in this process to hand itself back at its next check (its worker is shutting
+        down): it is queued again for another attempt, never failed. Returns their watches."""
+        with self._lock:
+            watches = list(self._watches)
+        for w in watches:
+            w.released = w.released or why
+        return watches
 
     def _due(self) -> tuple[list[Watch], float]:
         now = time.monotonic()

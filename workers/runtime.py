@@ -9,14 +9,24 @@ from celery import Celery
 
 from scheduler.celery_app import FarmApp
 from scheduler.settings import Settings
+from storage import queries
 from storage.store import Store
 
 
-@dataclass(frozen=True)
+@dataclass
 class Runtime:
     settings: Settings
     store: Store
     app: Celery
+    _farm_id: str | None = None
+
+    def farm_id(self) -> str | None:
+        """The store's identity, which the messages this process takes must name (read once; DatabaseUnavailable
+        while the database is away)."""
+        if self._farm_id is None:
+            with self.store.session() as s:
+                self._farm_id = queries.farm_id(s)
+        return self._farm_id
 
 
 _lock = threading.Lock()

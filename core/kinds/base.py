@@ -24,6 +24,9 @@ class Parent(Protocol):
     @property
     def params(self) -> Mapping[str, Any]: ...
 
+    @property
+    def needs(self) -> Sequence[str]: ...
+
 
 @dataclass(frozen=True)
 class Input:
@@ -57,6 +60,9 @@ class GeneratedJob:
 Expand = Callable[[str, Any], list[GeneratedJob]]
 # check_parents(the job's params, its parents) raises core.errors.ConfigError naming a field of the spec's params
 CheckParents = Callable[[Mapping[str, Any], Sequence[Parent]], None]
+# memory(the job's params, its parents, a lookup of any job of the batch by name) -> the bytes it will need at
+# most (core.memory), or None when it cannot be told
+Memory = Callable[[Mapping[str, Any], Sequence[Parent], Callable[[str], Parent]], int | None]
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Kind:
     files: tuple[str, ...] = ()  # params naming input files: their sha256, not their location, is fingerprinted
     expand: Expand | None = None  # a spec entry of this kind stands for the jobs this returns, never a job itself
     check_parents: CheckParents | None = None  # checks on the planned parents beyond ``inputs``' counts
+    memory: Memory | None = None  # its memory estimate, checked at submit against the per-job budget
     made_by: str | None = None  # generated only, by an expanding entry of this kind: never written in a spec
     reads_parents: bool | None = None  # its handler reads its parents' results (default: it has inputs)
     x_axis: str = "step"  # what the step of its per-step metrics counts: the dashboard's x-axis label

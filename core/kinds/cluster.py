@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from core.errors import ConfigError
 from core.kinds.base import Input, Kind, Parent
 from core.kinds.data import DataParams
+from core.memory import cluster_bytes, data_shape
 from core.params import require
 
 
@@ -48,9 +50,26 @@ def check_parents(params: Mapping[str, Any], parents: Sequence[Parent]) -> None:
                           "would cluster the dataset, not that job's output. Remove one")
 
 
+def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callable[[str], Parent]) -> int | None:
+    """Its own dataset's rows, or the latents of the encode job it needs (one row of z_dim per image)."""
+    sample = int(params.get("silhouette_sample") or 5000)
+    if params.get("dataset") is not None:
+        shape = data_shape(params)
+        return None if shape is None else cluster_bytes(shape.n_train + shape.n_test, math.prod(shape.item), sample)
+    encoded = next((p for p in parents if p.kind == "encode"), None)
+    trained = next((t for t in map(lookup, encoded.needs) if t.kind == "train"), None) if encoded else None
+    if trained is None:
+        return None
+    data = encoded.params if encoded is not None and encoded.params.get("dataset") is not None else trained.params
+    shape = data_shape(data)
+    width = int(trained.params.get("z_dim") or 0) or (math.prod(shape.item) if shape else 0)
+    return None if shape is None else cluster_bytes(shape.n_train + shape.n_test, width, sample)
+
+
 KINDS = (
     Kind("cluster", ClusterParams, "cpu", "KMeans on features, PCA components or latents; a k sweep; KMeans as a "
          "classifier", handler="workers.handlers.cluster:run_cluster",
-         inputs=(Input("encode", "the latents to cluster", min=0),), check_parents=check_parents, x_axis="k",
+         inputs=(Input("encode", "the latents to cluster", min=0),), check_parents=check_parents, memory=memory,
+         x_axis="k",
          gallery=("clusters_2d.png",)),
 )

@@ -14,13 +14,14 @@ map per tile, cycled).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.dream import BASE, DreamConfig, check_geometry
 from core.errors import ConfigError
 from core.kinds.base import GeneratedJob, Input, Kind, Parent
+from core.memory import dream_bytes
 from core.models.defaults import cnn_feature_maps
 from core.params import require
 
@@ -198,15 +199,19 @@ def check_tile_parents(params: Mapping[str, Any], parents: Sequence[Parent]) -> 
                           f"of {cnn.name!r} has {n_maps} maps (0 to {n_maps - 1})")
 
 
+def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callable[[str], Parent]) -> int | None:
+    return dream_bytes(int(params["size"]))
+
+
 _CNN = Input("train", "the cnn whose feature maps the dream raises", models=("cnn",))
 KINDS = (
     Kind("dream", DreamParams, "gpu", "the carving deep dream: expands into dream_tile and dream_merge jobs",
          inputs=(_CNN,), files=("image",), expand=expand),
     Kind("dream_tile", DreamTileParams, "gpu", "one tile of one level: gradient ascent on a cnn feature map",
          handler="workers.handlers.dream:run_dream_tile", inputs=(_CNN,), files=("image",),
-         check_parents=check_tile_parents, made_by="dream"),
+         check_parents=check_tile_parents, memory=memory, made_by="dream"),
     # reads its level's tiles (not a counted input: their number depends on the level)
     Kind("dream_merge", DreamMergeParams, "gpu", "one level's tiles written back into the image, standardized",
-         handler="workers.handlers.dream:run_dream_merge", made_by="dream", reads_parents=True,
+         handler="workers.handlers.dream:run_dream_merge", made_by="dream", reads_parents=True, memory=memory,
          gallery=("iterations.png",)),
 )

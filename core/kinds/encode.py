@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from core.data_files import IMAGE_DATASETS
-from core.kinds.base import Input, Kind
+from core.kinds.base import Input, Kind, Parent
 from core.kinds.data import DataParams
+from core.memory import data_shape, encode_bytes
 from core.models.defaults import AUTOENCODERS
 from core.params import require
 
@@ -25,8 +28,16 @@ class EncodeParams(DataParams):
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
 
 
+def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callable[[str], Parent]) -> int | None:
+    trained = next((p for p in parents if p.kind == "train"), None)
+    if trained is None:
+        return None
+    shape = data_shape(params if params.get("dataset") is not None else trained.params)
+    return None if shape is None else encode_bytes(shape, trained.params)
+
+
 KINDS = (
     Kind("encode", EncodeParams, "gpu", "encodes the train and test splits with an autoencoder; latent statistics",
          handler="workers.handlers.encode:run_encode",
-         inputs=(Input("train", "the autoencoder to encode with", models=AUTOENCODERS),)),
+         inputs=(Input("train", "the autoencoder to encode with", models=AUTOENCODERS),), memory=memory),
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from core.kinds.base import Input, Kind
+from core.kinds.base import Input, Kind, Parent
+from core.memory import data_shape, sample_bytes
 from core.params import require
 
 SAMPLERS = ("uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpolate")
@@ -29,10 +31,20 @@ class SampleParams:
         require(1 <= self.grid <= 400, "grid", f"must be from 1 to 400, got {self.grid}")
 
 
+def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callable[[str], Parent]) -> int | None:
+    """``n`` decoded images of the size the autoencoder (the encode parent's train parent) was trained on."""
+    encoded = next((p for p in parents if p.kind == "encode"), None)
+    trained = next((t for t in map(lookup, encoded.needs) if t.kind == "train"), None) if encoded else None
+    if trained is None:
+        return None
+    shape = data_shape(trained.params)
+    return None if shape is None else sample_bytes(int(params["n"]), shape, trained.params)
+
+
 KINDS = (
     Kind("sample", SampleParams, "gpu", "draws z-points with a sampler, decodes them and scores the images",
          handler="workers.handlers.sample:run_sample",
          inputs=(Input("encode", "the latents and the autoencoder to decode with"),
                  Input("train", "the CNN that scores the samples", min=0, models=("cnn",))),
-         gallery=("samples.png",)),
+         memory=memory, gallery=("samples.png",)),
 )

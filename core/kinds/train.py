@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from core.data_files import IMAGE_DATASETS
-from core.kinds.base import Kind
+from core.kinds.base import Kind, Parent
 from core.kinds.data import DataParams
+from core.memory import data_shape, train_bytes
 from core.models.defaults import FILTER_COUNTS, FILTERS, FILTERS_IN_PARAMS, LEARNING_RATE, Z_DIM
 from core.params import require
 
@@ -62,7 +64,13 @@ class TrainParams(DataParams):
                 f"must be in [0, 1), got {self.validation_split}")
 
 
+def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callable[[str], Parent]) -> int | None:
+    shape = data_shape(params)
+    return None if shape is None else train_bytes(params, shape)
+
+
 KINDS = (
     Kind("train", TrainParams, "gpu", "trains an autoencoder (conv_ae, pool_ae, face_ae) or the cnn classifier",
-         handler="workers.handlers.train:run_train", x_axis="epoch", gallery=("reconstructions.png",)),
+         handler="workers.handlers.train:run_train", memory=memory, x_axis="epoch",
+         gallery=("reconstructions.png",)),
 )

@@ -66,6 +66,7 @@ def status(batch: int | None, limit: int, as_json: bool) -> None:
                               "jobs": jobs}))
         else:
             print_batch(cp, batch)
+            _waiting_hint(cp)
         return
     with cp.store.session() as s:
         batches = queries.list_batches(s, limit)
@@ -79,6 +80,18 @@ def status(batch: int | None, limit: int, as_json: bool) -> None:
     rows = [(b.batch.id, b.batch.name, b.status, f"{b.counts.get('succeeded', 0)}/{b.total}",
              b.counts.get("running", 0), b.counts.get("failed", 0), ago(b.batch.created_at)) for b in batches]
     click.echo(table(["batch", "name", "status", "succeeded", "running", "failed", "created"], rows))
+    _waiting_hint(cp)
+
+
+def _waiting_hint(cp: ControlPlane) -> None:
+    """On the embedded default, queued jobs run only while a latentfarm process runs a worker: say which does."""
+    if not cp.settings.embedded:
+        return
+    with cp.store.session() as s:
+        queued = len(queries.queued_job_ids(s))
+    if queued:
+        click.echo(f"{queued} job(s) wait in the queue: on the embedded default they run while `latentfarm serve` "
+                   "runs, or with the next `latentfarm submit`")
 
 
 def print_batch(cp: ControlPlane, batch_id: int) -> None:
@@ -114,7 +127,7 @@ def cancel(jobs: tuple[int, ...], batch: int | None) -> None:
 def retry(job: int, wait: bool) -> None:
     """Run a failed or cancelled JOB again; its cancelled descendants run after it."""
     cp = open_plane()
-    queued = lifecycle.retry(cp.store, cp.app, job)
+    queued = cp.retry(job)
     with cp.store.session() as s:
         batch_id = queries.require_job(s, job).batch_id
     click.echo(f"job {job} " + ("queued" if queued else "waits for its parents"))

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from scheduler.control import ControlPlane
-from scheduler.errors import LatentfarmError, UserError, response_for
-from scheduler.settings import Settings
+from scheduler.errors import LatentfarmError, UserError, mask_secrets, response_for
+from scheduler.settings import Settings, SettingsError
 from storage import migrate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,14 +26,29 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LatentfarmError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_masked(str(e))}", err=True)
             raise click.exceptions.Exit(response_for(e).exit_code) from e
 
     return wrapper  # type: ignore[return-value]
 
 
+def _masked(text: str) -> str:
+    """``text`` without the farm's secrets (passwords in URLs, the API token)."""
+    try:
+        secrets = Settings.from_env().secrets
+    except SettingsError:
+        secrets = ()
+    return mask_secrets(text, secrets)
+
+
 def open_plane() -> ControlPlane:
-    return ControlPlane.open()
+    """The control plane of the environment's settings; on the embedded default, it says which jobs it queued
+    again because the process that ran them is gone."""
+    cp = ControlPlane.open()
+    if cp.recovered:
+        click.echo(f"queued again {len(cp.recovered)} job(s) an interrupted run left running "
+                   f"(job ids {', '.join(map(str, cp.recovered))})", err=True)
+    return cp
 
 
 def queue_names(queues: str) -> tuple[str, ...]:
@@ -55,5 +70,5 @@ def check_schema(cp: ControlPlane) -> None:
     """UserError unless the database is at the schema this version writes (`latentfarm db upgrade`)."""
     current, head = migrate.current_revision(cp.store.engine), migrate.head_revision(cp.store.engine)
     if current != head:
-        raise UserError(f"the database {cp.settings.database_url} is at schema {current or 'none'}, not {head}: "
-                        "run `latentfarm db upgrade`")
+        raise UserError(f"the database {mask_secrets(cp.settings.database_url)} is at schema {current or 'none'}, "
+                        f"not {head}: run `latentfarm db upgrade`")

@@ -14,7 +14,7 @@ import yaml
 from scheduler.cli.common import handles_errors
 from scheduler.cli.render import ProgressPrinter
 from scheduler.control import ControlPlane
-from scheduler.errors import LatentfarmError
+from scheduler.errors import LatentfarmError, mask_secrets
 from scheduler.settings import EMBEDDED_BROKER, Settings
 from scheduler.spec import parse_spec
 from storage import queries
@@ -61,7 +61,7 @@ def run_demo(out: str, epochs: int) -> None:
     cp = ControlPlane.open(settings)
     out_dir = Path(out)
     write_dream_input(out_dir)
-    spec = parse_spec(demo_spec(epochs), "<demo>", out_dir.resolve(), settings.data_dir)
+    spec = parse_spec(demo_spec(epochs), "<demo>", out_dir.resolve(), settings.data_dir, settings.job_memory)
     result = cp.submit(spec)
     click.echo(f"demo: batch {result.batch_id}: a conv autoencoder (z_dim 16, {epochs} epochs) and a CNN on "
                "sklearn's digits, then encode, sample, cluster and dream, with an in-process Celery worker")
@@ -95,7 +95,7 @@ def run_demo(out: str, epochs: int) -> None:
     click.echo(f"images:    {written[0].resolve()}  (top: test digits, bottom: reconstructions)")
     for path in written[1:]:
         click.echo(f"           {path.resolve()}")
-    click.echo(f"database:  {settings.database_url}")
+    click.echo(f"database:  {mask_secrets(settings.database_url)}")
     click.echo(f"artifacts: {settings.artifacts_dir}")
     click.echo(f"next:      latentfarm status {result.batch_id}   |   latentfarm show {ids['samples']}   |   "
                f"latentfarm metrics --batch {result.batch_id} --key test_accuracy")

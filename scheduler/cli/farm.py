@@ -55,7 +55,8 @@ def worker(gpus: str | None, cpus: int, queues: str | None, concurrency: int, po
     # docker or systemd restarts it). An embedded worker never does that to the process it runs in.
     cp = open_farm_plane(qs, owns_process=True)
     check_schema(cp)
-    argv = ["worker", f"--queues={','.join(qs)}", f"--concurrency={concurrency}", f"--pool={pool}",
+    consumed = ",".join(dict.fromkeys(cp.app.broker_queue(q) for q in qs))  # the farm's own names for them
+    argv = ["worker", f"--queues={consumed}", f"--concurrency={concurrency}", f"--pool={pool}",
             f"--loglevel={loglevel}", f"--hostname={name or cp.settings.worker_name}", "--without-gossip",
             "--without-mingle"]
     cp.app.worker_main(argv)

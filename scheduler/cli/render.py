@@ -115,6 +115,8 @@ def progress_line(snap: Snapshot) -> str:
     parts = [f"batch {summary.batch.id} [{'#' * filled}{'.' * (width - filled)}] {done}/{summary.total}"]
     parts += [f"{c[k]} {k}" for k in ("succeeded", "running", "queued", "pending", "failed", "cancelled") if c.get(k)]
     line = ", ".join(parts)
+    if snap.leftovers:
+        line += f" (and {snap.leftovers} jobs an interrupted run left)"
     if snap.running:
         line += " | " + ", ".join(f"{j.name} {j.progress:.0%}" for j in snap.running)
     return line

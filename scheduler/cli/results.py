@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -192,9 +193,15 @@ def export(job: int, directory: Path) -> None:
         ["job.json"] if (directory / "job.json").exists() else [])
     if clash:
         raise UserError(f"{directory} already has {', '.join(clash)}: export into an empty directory")
+    if directory.is_symlink() and not directory.exists():
+        raise UserError(f"{directory} is a link to nothing: export into a directory")
     created = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=directory))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=directory))
+    except OSError as e:
+        raise UserError(f"cannot export into {directory}: {e.strerror or type(e).__name__}") from e
+    mode = 0o666 & ~_umask()  # as any file the user writes, not the 0600 of a temporary file
     try:
         for a in artifacts:
             (staging / a.name).parent.mkdir(parents=True, exist_ok=True)
@@ -204,14 +211,23 @@ def export(job: int, directory: Path) -> None:
             if path.is_file():
                 target = directory / path.relative_to(staging)
                 target.parent.mkdir(parents=True, exist_ok=True)
+                path.chmod(mode)
                 path.replace(target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if created:
             shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise UserError(f"cannot export into {directory}: {e.strerror or type(e).__name__}") from e
         raise
     shutil.rmtree(staging, ignore_errors=True)
     click.echo(f"job {job}: {len(artifacts)} artifacts and job.json exported to {directory}")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 COMMANDS = (jobs, show, metrics, artifacts, compare, export)

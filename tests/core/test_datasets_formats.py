@@ -38,9 +38,10 @@ def test_wifi_is_tabular_and_split_stratified(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize(("line", "text"), [
-    ("-64\t-56\t-61\t-66\t-71\t-82\t1", "expected 8 tab-separated integers"),  # a column short
-    ("-64\t-56\t-61\tx\t-71\t-82\t-81\t1", "'-64\\t-56\\t-61\\tx"),  # not a number, quoted back
-    ("-64\t-56\t-61\t-66\t-71\t-82\t-81\t5", "room 1..4"),  # no room 5
+    ("-64\t-56\t-61\t-66\t-71\t-82\t1", "expected 8 tab-separated integers ending with a room 1..4, got 7 "
+                                        "fields"),  # a column short
+    ("-64\t-56\t-61\tx\t-71\t-82\t-81\t1", "got field 4 not an integer"),  # where, never what: not quoted
+    ("-64\t-56\t-61\t-66\t-71\t-82\t-81\t5", "got room 5"),  # no room 5
 ])
 def test_wifi_bad_row_names_file_and_line(tmp_path: Path, line: str, text: str) -> None:
     path = tmp_path / "wifi.txt"
@@ -50,6 +51,7 @@ def test_wifi_bad_row_names_file_and_line(tmp_path: Path, line: str, text: str) 
         load_dataset("wifi", path)
     message = str(exc.value)
     assert message.startswith(f"{path}: line 4: ") and text in message and "\n" not in message
+    assert "-56" not in message  # the file's content is never quoted
 
 
 def test_wifi_empty_file(tmp_path: Path) -> None:

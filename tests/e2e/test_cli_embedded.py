@@ -74,10 +74,12 @@ BAD_SPECS = {
     "dream-no-image": (_DREAM.format(params="image: nope.jpg"), "job 'd': field 'params.image': image not found"),
     "dream-not-an-image": (_DREAM.format(params="image: dream-not-an-image.yaml"),  # the spec file itself
                            "field 'params.image': not an image Pillow can read"),
-    "dream-size": (_DREAM.format(params=f"image: {_PHOTO}, levels: 2, size: 300"),
+    "dream-size": (_DREAM.format(params="image: photo.jpg, levels: 2, size: 300"),
                    "field 'params.size': must be a multiple of 112"),
-    "dream-map": (_DREAM.format(params=f"image: {_PHOTO}, maps: {{0: 3, 1: [1, 64]}}, levels: 1"),
+    "dream-map": (_DREAM.format(params="image: photo.jpg, maps: {0: 3, 1: [1, 64]}, levels: 1"),
                   "field 'params.maps': map 64 (level 1) is out of range: the features layer of 'c' has 64 maps"),
+    "dream-outside-the-roots": (_DREAM.format(params=f"image: {_PHOTO}"),
+                                "field 'params.image': " + f"{_PHOTO}: outside the data roots"),
 }
 
 
@@ -86,6 +88,7 @@ def test_bad_spec_is_one_line_exit_2_and_writes_nothing(tmp_path: Path, case: st
     text, expected = BAD_SPECS[case]
     spec = tmp_path / f"{case}.yaml"
     spec.write_text(text)
+    (tmp_path / "photo.jpg").symlink_to(_PHOTO)  # in the spec's folder: a data root
     proc = run(["submit", str(spec)], tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -113,13 +116,25 @@ def test_unknown_job_and_missing_spec_are_user_errors(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_data_file_that_cannot_be_read_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "wifi.txt").symlink_to("/proc/self/mem")  # in the spec's folder, but unreadable as a file
     spec = tmp_path / "b.yaml"
-    spec.write_text("batch: x\njobs:\n"
-                    "  - {name: a, kind: cluster, params: {dataset: wifi, data_path: /proc/self/mem}}\n")
+    spec.write_text("batch: x\njobs:\n  - {name: a, kind: cluster, params: {dataset: wifi, data_path: wifi.txt}}\n")
     proc = run(["submit", str(spec)], tmp_path, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"error: {spec}: cannot read a file it names: [Errno")
     assert proc.stderr.count("\n") == 1
+    assert run_json(["status"], tmp_path) == []
+
+
+def test_a_data_file_outside_the_data_roots_is_a_user_error(tmp_path: Path) -> None:
+    spec = tmp_path / "b.yaml"
+    spec.write_text("batch: x\njobs:\n"
+                    "  - {name: a, kind: cluster, params: {dataset: wifi, data_path: /proc/self/environ}}\n")
+    proc = run(["submit", str(spec)], tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"error: {spec}: job 'a': field 'params.data_path': /proc/self/environ: outside the "
+                           "data roots (LATENTFARM_DATA_DIR, and the spec's folder for a spec submitted from a file): "
+                           "files elsewhere cannot be read\n")
     assert run_json(["status"], tmp_path) == []
 
 

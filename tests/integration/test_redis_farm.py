@@ -111,10 +111,11 @@ def test_duplicated_message_does_not_run_a_job_twice(settings: Settings, tmp_pat
     result = cp.submit(cp.load(write_spec(tmp_path, spec)))
     jid = result.job_ids["slow"]
     # the broker delivers the same message twice while the job is queued, and once more after it finished
-    cp.app.send_task(TASK_NAME, args=[jid], queue="cpu")
+    queue = cp.app.broker_queue("cpu")  # the farm's own name for its cpu queue
+    cp.app.send_task(TASK_NAME, args=[jid], queue=queue)
     with worker(cp, concurrency=2):
         wait_done(cp, result.batch_id)
-        cp.app.send_task(TASK_NAME, args=[jid], queue="cpu")
+        cp.app.send_task(TASK_NAME, args=[jid], queue=queue)
 
         def dropped_twice() -> bool:
             with cp.store.session() as s:
@@ -131,8 +132,9 @@ def test_duplicated_message_does_not_run_a_job_twice(settings: Settings, tmp_pat
 
 def test_train_job_on_mnist_records_epochs_and_a_keras_model(settings: Settings, tmp_path: Path,
                                                               shared_data: Path) -> None:
+    (tmp_path / "mnist.npz").symlink_to(shared_data / "mnist.npz")  # in the spec's folder: a data root
     spec = {"batch": "mnist", "jobs": [{"name": "ae", "kind": "train", "params": {
-        "dataset": "mnist", "data_path": str(shared_data / "mnist.npz"), "limit": 600, "epochs": 2,
+        "dataset": "mnist", "data_path": "mnist.npz", "limit": 600, "epochs": 2,
         "batch_size": 64, "z_dim": 8}}]}
     cp = open_farm(settings)
     result = cp.submit(cp.load(write_spec(tmp_path, spec)))

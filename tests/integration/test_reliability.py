@@ -128,6 +128,11 @@ def test_lost_messages_are_resent_only_when_the_queue_is_empty(cp: ControlPlane,
     assert reap(cp.store, cp.app, cp.settings, now=later).resent == []  # the messages are still there
     _purge(cp)  # the broker lost them (a restart without persistence)
     assert reap(cp.store, cp.app, cp.settings).resent == []  # too recent: a worker may be about to claim them
+    # A broker in this process's memory with no worker in it (`latentfarm reap` on the embedded default): a message
+    # sent there is gone when the process ends, so nothing is re-sent; the next process that runs a worker does it.
+    assert reap(cp.store, cp.app, cp.settings, now=later).resent == []
+    assert events(cp, ids["a"])[-1].message != "message re-sent: queue 'cpu' was empty on the broker"
+    cp.app.node_name = "worker@host"  # a worker runs in this process, as in `latentfarm serve` or a farm's reaper
     report = reap(cp.store, cp.app, cp.settings, now=later)
     assert sorted(report.resent) == sorted(ids.values()) and queue_size(cp.app, "cpu") == 2
     assert events(cp, ids["a"])[-1].message == "message re-sent: queue 'cpu' was empty on the broker"

@@ -36,8 +36,11 @@ DROP = object()  # a dream param to leave out
 
 
 @pytest.fixture
-def image(shared_data: Path) -> Path:
-    return shared_data / "dream_input.jpg"
+def image(shared_data: Path, tmp_path: Path) -> Path:
+    """The shared photo, linked into the spec's folder (a data root: a spec reads no file elsewhere)."""
+    link = tmp_path / "dream_input.jpg"
+    link.symlink_to(shared_data / "dream_input.jpg")
+    return link
 
 
 def dream(image: Path | str | None, name: str = "dream", needs: Any = "cnn", **params: Any) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from scheduler.errors import (
     TransientError,
     UserError,
     is_transient,
+    mask_secrets,
+    out_of_memory,
     response_for,
 )
 from scheduler.lifecycle import backoff
@@ -51,9 +53,6 @@ def _caused_by(cause: BaseException) -> BaseException:
     ConnectionRefusedError(111, "Connection refused"),
     KombuOperationalError("Error 111 connecting to localhost:6379"),
     RedisConnectionError("Connection closed by server."),
-    ResourceExhaustedError("OOM when allocating tensor with shape[4096,4096]"),
-    XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes."),
-    MemoryError(),
     _caused_by(DatabaseUnavailable("database connection lost")),
 ], ids=lambda e: type(e).__name__)
 def test_transient(error: BaseException) -> None:
@@ -68,9 +67,26 @@ def test_transient(error: BaseException) -> None:
     NotFound("job 'train' has no artifact 'model.keras'"),
     XlaRuntimeError("INVALID_ARGUMENT: shapes do not match"),
     _caused_by(KeyError("z_dim")),
+    MemoryError(),  # running out of memory is out_of_memory's to tell: never retried as passing
+    ResourceExhaustedError("OOM when allocating tensor with shape[4096,4096] on device:GPU:0"),
 ], ids=lambda e: type(e).__name__)
 def test_not_transient(error: BaseException) -> None:
     assert not is_transient(error)
+
+
+@pytest.mark.parametrize("error,where", [
+    (MemoryError("Unable to allocate 1.49 GiB"), "host"),
+    (ResourceExhaustedError("OOM when allocating tensor with shape[400000000] and type float on /job:localhost/"
+                            "replica:0/task:0/device:CPU:0 by allocator mklcpu"), "host"),
+    (ResourceExhaustedError("OOM when allocating tensor with shape[4096,4096] on /job:localhost/replica:0/task:0/"
+                            "device:GPU:0 by allocator GPU_0_bfc"), "device"),
+    (XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes."), "device"),
+    (_caused_by(MemoryError()), "host"),
+    (XlaRuntimeError("INVALID_ARGUMENT: shapes do not match"), None),
+    (ValueError("no"), None),
+], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v))
+def test_out_of_memory_tells_the_host_from_a_device(error: BaseException, where: str | None) -> None:
+    assert out_of_memory(error) == where
 
 
 def test_backoff_doubles_up_to_five_minutes() -> None:
@@ -110,3 +126,12 @@ def test_every_error_of_the_tree_is_transient_or_permanent() -> None:
         assert issubclass(cls, TransientError) != issubclass(cls, PermanentError), cls
         assert cls.transient == issubclass(cls, TransientError), cls
         assert response_for(cls.__new__(cls)).exit_code in (1, 2)
+
+
+def test_secrets_are_masked_in_urls_and_by_value() -> None:
+    from scheduler.settings import Settings
+
+    assert mask_secrets("redis://:pw@h:6379/0 and postgresql+psycopg://u:p%40ss@db/x") == \
+        "redis://:***@h:6379/0 and postgresql+psycopg://u:***@db/x"
+    settings = Settings.from_env({"LATENTFARM_BROKER_URL": "redis://:brokerpw@h/0", "LATENTFARM_API_TOKEN": "tok-42x"})
+    assert settings.mask("token tok-42x, password brokerpw") == "token ***, password ***"

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from scheduler.errors import UserError
-from scheduler.filters import MetricFilter, ParamFilter, final_metrics, select_jobs
+from scheduler.filters import MetricFilter, ParamFilter, final_metrics, plain_value, select_jobs
 from storage.records import Job, Metric
 from storage.status import JobStatus
 
@@ -63,3 +63,17 @@ def test_bad_param_filters(text: str, message: str) -> None:
 def test_bad_metric_filters(text: str, message: str) -> None:
     with pytest.raises(UserError, match="^" + message):
         MetricFilter.parse(text)
+
+
+@pytest.mark.parametrize("text,value", [
+    ("16", 16), ("-3", -3), ("0.5", 0.5), ("1e-3", 0.001), ("true", True), ("False", False), ("null", None),
+    ("bce", "bce"), ("[32, 64, 128]", [32, 64, 128]), ("[1, [2]]", "[1, [2]]"), ("nan", "nan"),
+    ("9" * 40, 1e40), ("&a [*a]", "&a [*a]"), ("!!python/object:os.system x", "!!python/object:os.system x"),
+])
+def test_a_filter_value_is_a_plain_scalar(text: str, value: object) -> None:
+    assert plain_value(text) == value
+
+
+def test_a_filter_value_is_bounded() -> None:
+    with pytest.raises(UserError, match="over 200 characters"):
+        ParamFilter.parse("z_dim=" + "1" * 201)

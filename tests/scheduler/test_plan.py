@@ -313,7 +313,8 @@ def test_data_identity_of_digits_and_noop(tmp_path: Path) -> None:
 
 
 def test_data_identity_of_dream_jobs(tmp_path: Path, shared_data: Path) -> None:
-    image = shared_data / "dream_input.jpg"
+    image = tmp_path / "dream_input.jpg"
+    image.symlink_to(shared_data / "dream_input.jpg")  # in the spec's folder: a data root
     spec = load(tmp_path, f"""\
         batch: b
         jobs:

@@ -381,18 +381,20 @@ def test_mnist_from_data_dir(tmp_path: Path, shared_data: Path) -> None:
 
 
 def test_mnist_absolute_data_path(tmp_path: Path, shared_data: Path) -> None:
-    mnist = shared_data / "mnist.npz"
+    mnist = shared_data / "mnist.npz"  # inside the data directory: a data root
     spec = load(tmp_path, f"batch: b\njobs:\n  - {{name: t, kind: train, params: {{dataset: mnist, "
-                          f"data_path: '{mnist}'}}}}\n")
+                          f"data_path: '{mnist}'}}}}\n", shared_data)
     assert spec.jobs[0].params["data_path"] == str(mnist.resolve())
 
 
-def test_relative_data_path_resolved_against_spec_dir(tmp_path: Path, shared_data: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_data_path_resolved_against_spec_dir_then_the_data_dir(tmp_path: Path, shared_data: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     spec_dir = tmp_path / "specs"
     (spec_dir / "data").mkdir(parents=True)
     shutil.copyfile(shared_data / "mnist.npz", spec_dir / "data" / "mnist.npz")
-    shutil.copyfile(shared_data / "mnist.npz", tmp_path / "up.npz")
+    data_dir = tmp_path / "data-dir"
+    data_dir.mkdir()
+    shutil.copyfile(shared_data / "mnist.npz", data_dir / "other.npz")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # not relative to the working directory
@@ -400,13 +402,35 @@ def test_relative_data_path_resolved_against_spec_dir(tmp_path: Path, shared_dat
         batch: b
         jobs:
           - {name: t, kind: train, params: {dataset: mnist, data_path: data/mnist.npz}}
-          - {name: u, kind: train, params: {dataset: mnist, data_path: ../up.npz}}
+          - {name: u, kind: train, params: {dataset: mnist, data_path: other.npz}}
         """)
-    spec = load_spec(path, tmp_path / "no-data")
+    spec = load_spec(path, data_dir)
     jobs = by_name(spec)
     assert jobs["t"].params["data_path"] == str((spec_dir / "data" / "mnist.npz").resolve())
-    assert jobs["u"].params["data_path"] == str((tmp_path / "up.npz").resolve())
-    assert Path(jobs["u"].params["data_path"]).is_absolute()
+    assert jobs["u"].params["data_path"] == str((data_dir / "other.npz").resolve())  # not in the spec's folder
+
+
+@pytest.mark.parametrize("given", ["../up.npz", "data/../../up.npz", "{tmp}/up.npz", "/etc/passwd",
+                                   "/proc/self/environ", "../../../../../../etc/shadow", "{tmp}/does-not-exist.npz"])
+def test_a_data_file_outside_the_data_roots_is_refused_without_saying_whether_it_exists(
+        tmp_path: Path, shared_data: Path, given: str) -> None:
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    shutil.copyfile(shared_data / "mnist.npz", tmp_path / "up.npz")
+    given = given.replace("{tmp}", str(tmp_path))
+    e = spec_error(spec_dir, f"batch: b\njobs:\n  - {{name: t, kind: train, params: {{dataset: mnist, "
+                             f"data_path: '{given}'}}}}\n", tmp_path / "no-data")
+    check(e, "t", "params.data_path", f"{given}: outside the data roots")
+    assert "not found" not in str(e) and "readable" not in str(e)
+
+
+def test_a_link_placed_in_a_data_root_is_followed(tmp_path: Path, shared_data: Path) -> None:
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "shared").symlink_to(shared_data)  # put there by whoever owns the folder: theirs to answer for
+    spec = load(spec_dir, "batch: b\njobs:\n  - {name: t, kind: train, params: {dataset: mnist, "
+                          "data_path: shared/mnist.npz}}\n")
+    assert spec.jobs[0].params["data_path"] == str((shared_data / "mnist.npz").resolve())
 
 
 def test_relative_spec_path_and_relative_data_path(tmp_path: Path, shared_data: Path,

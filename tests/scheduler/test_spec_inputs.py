@@ -426,7 +426,7 @@ def test_olivetti_location_does_not_change_the_fingerprint(tmp_path: Path, share
     from_dir = load(tmp_path, "batch: b\njobs:\n  - {name: t, kind: train, params: {dataset: olivetti}}\n",
                     shared_data)
     explicit = load(tmp_path, f"batch: b\njobs:\n  - {{name: t, kind: train, params: {{dataset: olivetti, "
-                              f"data_path: '{olivetti}'}}}}\n")
+                              f"data_path: '{olivetti}'}}}}\n", shared_data)
     assert plan_batch(from_dir).jobs[0].fingerprint == plan_batch(explicit).jobs[0].fingerprint
     mnist = load(tmp_path, "batch: b\njobs:\n  - {name: t, kind: train, params: {dataset: mnist}}\n", shared_data)
     assert plan_batch(mnist).jobs[0].fingerprint != plan_batch(from_dir).jobs[0].fingerprint

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.kinds.train import TrainParams
-from scheduler.errors import NotFound
+from scheduler.errors import ArtifactCorrupt, NotFound
 from workers import framework
 from workers.context import JobContext
 from workers.handlers.data import load_data
@@ -71,7 +71,7 @@ def _resume_point(ctx: JobContext, params: TrainParams) -> tuple[str, int] | Non
     epoch = int(ckpt.meta.get("epoch", 0))
     try:
         path = ctx.artifact_path(ctx.job, CHECKPOINT, ckpt)
-    except NotFound:
+    except (NotFound, ArtifactCorrupt):  # only this job's own progress is lost: it starts over
         path = None
     if not 1 <= epoch <= params.epochs or path is None:
         log.warning("job %s: checkpoint %s (epoch %s) unusable; training from the start", ctx.job.id, ckpt.uri, epoch)
