@@ -66,7 +66,7 @@ def run(backend: str, jobs: int, repeat: int) -> list[tuple[str, float, float]]:
         with cp.store.session() as s:
             s.execute(insert(MetricRow), [{"job_id": i, "key": "value", "step": 0, "value": float(n)}
                                           for n, i in enumerate(result.job_ids.values())])
-        client = TestClient(create_app(cp))
+        client = TestClient(create_app(cp), base_url="http://127.0.0.1")  # a host name the server answers
         rows = []
         for path, what in REQUESTS:
             times = []

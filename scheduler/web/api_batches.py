@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import version
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from core.kinds import KINDS
 from scheduler import lifecycle
-from scheduler.errors import SpecError
+from scheduler.control import ControlPlane
+from scheduler.errors import DatabaseUnavailable, SpecError
 from scheduler.filters import compare, job_ids
-from scheduler.spec import first_line, parse_spec, read_spec_text
-from scheduler.web.deps import Id, Limit, Offset, Plane, known_query, writer
+from scheduler.spec import first_line, parse_spec
+from scheduler.web.deps import WRITE_TYPES, Id, Limit, Offset, Plane, authorized, known_query, media_type, writer
 from scheduler.web.schemas import (
     API,
     ERRORS,
@@ -30,21 +30,38 @@ from scheduler.web.schemas import (
     batch_out,
     page,
 )
+from scheduler.web.spec_parser import MAX_BODY  # the bounds on a submitted spec, and their reasons
 from storage import queries
 
-MAX_BODY = 10 * 1024 * 1024  # bytes of a submitted spec
-YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"}
 # The examples use the first kind a job of which needs nothing but its defaults: a spec that runs anywhere.
 _EXAMPLE_KIND = next(name for name, k in KINDS.items() if k.in_specs and not k.inputs and not k.files)
 
-router = APIRouter(prefix=API, dependencies=[Depends(known_query)])
+router = APIRouter(prefix=API, dependencies=[Depends(authorized), Depends(known_query)])
 
 
-@router.get("/health", response_model=Health, tags=["service"])
+def ping(cp: ControlPlane) -> None:
+    """One read of the database outside any transaction of the store's. On SQLite every store transaction takes
+    the write lock first (BEGIN IMMEDIATE), so a ping inside one would wait for the longest write under way (a
+    batch of 14,000 jobs takes seconds); a plain read in WAL mode waits for none. DatabaseUnavailable when the
+    database does not answer."""
+    engine = cp.store.engine
+    try:
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SELECT 1 FROM batches WHERE 1 = 0")
+            cursor.fetchall()
+            cursor.close()
+        finally:
+            raw.close()  # back to the pool, rolled back
+    except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as e:
+        raise DatabaseUnavailable(f"database unavailable: {first_line(e)}") from e
+
+
+@router.get("/health", response_model=Health, responses=ERRORS, tags=["service"])
 def health(request: Request, cp: Plane) -> dict[str, Any]:
     """Whether the server can read the database."""
-    with cp.store.session() as s:
-        queries.ping(s)
+    ping(cp)
     return {"status": "ok", "version": version("latentfarm"), "embedded": cp.settings.embedded,
             "database": cp.store.engine.dialect.name, "writes_need_token": request.app.state.token is not None}
 
@@ -84,37 +101,35 @@ SPEC_BODY = {
 
 
 @router.post("/batches", status_code=201, response_model=Submitted, responses={
-    **WRITE_ERRORS, 413: {"model": Problem}, 415: {"model": Problem}}, dependencies=[Depends(writer)],
+    **WRITE_ERRORS, 413: {"model": Problem}},
     openapi_extra={"requestBody": SPEC_BODY}, tags=["batches"])
 async def submit_batch(request: Request, response: Response, cp: Plane,
                        no_cache: Annotated[bool, Query(description="run every job, even cached ones")] = False,
                        ) -> dict[str, Any]:
-    """Submit a batch: validated whole before anything is written; its ready jobs are queued at once."""
+    """Submit a batch: validated whole before anything is written; its ready jobs are queued at once. The body
+    (at most 1 MiB) is parsed in a separate process, bounded in time and memory (``spec_parser``)."""
+    media = media_type(request)
+    if media is None or media not in WRITE_TYPES:  # text/plain and form data are what a page of another site can send
+        raise HTTPException(415, "send the spec as application/json or application/yaml, not "
+                                 + (media or "without a Content-Type"))
     body = bytearray()
     async for chunk in request.stream():  # read no more than the limit, whatever the client sends
         body += chunk
         if len(body) > MAX_BODY:
             raise HTTPException(413, f"the spec is over {MAX_BODY} bytes, the most accepted")
-    media = request.headers.get("content-type", "application/yaml").split(";")[0].strip().lower()
-    if media != "application/json" and media not in YAML_TYPES:
-        raise HTTPException(415, f"send the spec as application/json or application/yaml, not {media}")
     try:
         source = bytes(body).decode("utf-8")
     except UnicodeDecodeError as e:
         raise SpecError("request body", f"not UTF-8 text (byte {e.start})") from e
     if not source.strip():
         raise SpecError("request body", "empty: send a batch spec")
-    if media == "application/json":
-        try:
-            raw = json.loads(source)
-        except (ValueError, RecursionError) as e:
-            raise SpecError("request body", f"malformed JSON: {first_line(e)}") from e
-    else:
-        raw = read_spec_text(source, "request body")
+    raw = await request.app.state.parser.parse(source, media, "request body")
 
     def run() -> lifecycle.SubmitResult:
-        try:  # validating and planning read the data files and images it names (planning hashes them)
-            return cp.submit(parse_spec(raw, "request body", Path.cwd(), cp.settings.data_dir), no_cache=no_cache)
+        try:  # validating and planning read the data files and images it names (planning hashes them); a spec sent
+            # over the network names files in the data directory only, never the server's working directory
+            spec = parse_spec(raw, "request body", cp.settings.data_dir, cp.settings.data_dir, cp.settings.job_memory)
+            return cp.submit(spec, no_cache=no_cache)
         except OSError as e:  # one exists but cannot be read here (the broker's and database's errors are others)
             raise SpecError("request body", f"cannot read a file it names: {first_line(e)}") from e
 

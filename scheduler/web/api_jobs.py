@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from scheduler import lifecycle
 from scheduler.filters import JobQuery, MetricFilter, ParamFilter, job_ids, parse_since
-from scheduler.web.deps import Id, Limit, Name, Offset, Plane, known_query, writer
+from scheduler.web.deps import Id, Limit, Mask, Name, Offset, Plane, authorized, known_query, writer
 from scheduler.web.schemas import (
     API,
     ERRORS,
@@ -28,12 +28,13 @@ from scheduler.web.schemas import (
 from storage import queries
 from storage.queries import MAX_ID
 
-router = APIRouter(prefix=API, dependencies=[Depends(known_query)])
+router = APIRouter(prefix=API, dependencies=[Depends(authorized), Depends(known_query)])
 
 
 @router.get("/jobs", response_model=Page[JobOut], responses=ERRORS, tags=["jobs"])
 def list_jobs(
     cp: Plane,
+    mask: Mask,
     batch: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     kind: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_]{1,50}$")] = None,
     status: Status | None = None,
@@ -51,24 +52,25 @@ def list_jobs(
     with cp.store.session() as s:
         found, finals, total = query.run(s, limit, offset)
     keys = set(query.keys)
-    return page([job_out(j, metrics={k: v for k, v in finals.get(j.id, {}).items() if k in keys}) for j in found],
+    return page([job_out(j, mask, metrics={k: v for k, v in finals.get(j.id, {}).items() if k in keys}) for j in found],
                  total, limit, offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS, tags=["jobs"])
-def get_job(job_id: Id, cp: Plane) -> dict[str, Any]:
+def get_job(job_id: Id, cp: Plane, mask: Mask) -> dict[str, Any]:
     """A job: its params, status, progress, attempts, where it ran, its error."""
     with cp.store.session() as s:
-        return job_out(queries.require_job(s, job_id), parents=queries.job_parents(s, job_id))
+        return job_out(queries.require_job(s, job_id), mask, parents=queries.job_parents(s, job_id))
 
 
 @router.get("/jobs/{job_id}/events", response_model=Page[EventOut], responses=ERRORS, tags=["jobs"])
-def job_events(job_id: Id, cp: Plane, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+def job_events(job_id: Id, cp: Plane, mask: Mask, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     """What happened to the job, oldest first: status changes, retries, cancels."""
     with cp.store.session() as s:
         queries.require_job(s, job_id)
         events = queries.job_events(s, job_id)
-    return page(events[offset:offset + limit], len(events), limit, offset)
+    shown = [{**vars(e), "message": mask(e.message) if e.message else e.message} for e in events[offset:offset + limit]]
+    return page(shown, len(events), limit, offset)
 
 
 @router.get("/jobs/{job_id}/metrics", response_model=Page[MetricOut], responses=ERRORS, tags=["jobs"])

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from markupsafe import Markup
 
 from scheduler.control import ControlPlane
@@ -42,7 +43,17 @@ templates.env.globals.update(STATUSES=[s.value for s in JobStatus], ACTIVE=("pen
                              run_time=views.run_time)
 
 
+@pass_context
+def _masked(context: Any, text: str | None) -> str | None:
+    """A stored text (a job's error, traceback, event) with credentials masked by the app's ``mask``."""
+    return context["request"].app.state.mask(text) if text else text
+
+
+templates.env.filters["masked"] = _masked
+
+
 def _error(request: Request, status: int, title: str, message: str) -> Response:
+    message = request.app.state.mask(message)
     return templates.TemplateResponse(request, "error.html", {"title": title, "status": status, "message": message},
                                       status_code=status)
 
@@ -139,7 +150,7 @@ def compare_page(request: Request, batch_id: Id,
             try:
                 result = compare_sweep(s, batch_id, metric, by, higher_is_better)
             except UserError as e:  # the page again, with the reason, so another choice is one click away
-                error = str(e)
+                error = request.app.state.mask(str(e))
         elif metric or by:
             error = "choose both a metric and a parameter to compare by"
     metrics, params, swept = views.compare_choices(jobs, finals)

@@ -1,9 +1,10 @@
-"""What every route of the API depends on: the control plane, the bearer token for writes, a check that every
-query parameter is one the route takes, and the types of its path and query parameters."""
+"""What every route of the API depends on: the control plane, the token (every route, when one is set), the body's
+media type for writes, a check that every query parameter is one the route takes, and the types of its path and
+query parameters."""
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request
@@ -12,6 +13,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from scheduler.control import ControlPlane
+from scheduler.web.guard import Credentials
 from storage.queries import MAX_ID
 
 Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
@@ -26,19 +28,44 @@ def plane(request: Request) -> ControlPlane:
 
 Plane = Annotated[ControlPlane, Depends(plane)]
 
-_bearer = HTTPBearer(auto_error=False, description="LATENTFARM_API_TOKEN, needed for writes when it is set")
+
+def masker(request: Request) -> Callable[[str], str]:
+    """The app's ``mask``: credentials (the token, the URLs' passwords) in a text replaced by ``***``."""
+    return request.app.state.mask  # type: ignore[no-any-return]
 
 
-def writer(request: Request,
-           credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    """Writes need the bearer token when one is configured (the server then may listen beyond this machine)."""
+Mask = Annotated[Callable[[str], str], Depends(masker)]
+
+_bearer = HTTPBearer(auto_error=False, description="LATENTFARM_API_TOKEN: when it is set, every route needs it "
+                     "(or the dashboard's session cookie)")
+WRITE_TYPES = frozenset({"application/json", "application/yaml", "application/x-yaml"})
+
+
+def authorized(request: Request,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    """With a token configured, every route needs it. ``guard.Guard`` checks it before any route runs (for every
+    path, with the session cookie too); this dependency puts the requirement into the OpenAPI schema and checks
+    it again, so a route reached some other way is not left open."""
     token: str | None = request.app.state.token
     if token is None:
         return
-    given = credentials.credentials if credentials is not None else ""
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "this needs a bearer token: send 'Authorization: Bearer <LATENTFARM_API_TOKEN>'"
-                            if not given else "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    given = Credentials.of(request.headers)
+    if not any(given.check(token)):
+        raise HTTPException(401, given.refusal(), headers={"WWW-Authenticate": "Bearer"})
+
+
+def media_type(request: Request) -> str | None:
+    """The request body's media type, lower case, without parameters; None without a Content-Type."""
+    value = request.headers.get("content-type")
+    return value.split(";")[0].strip().lower() if value is not None else None
+
+
+def writer(request: Request) -> None:
+    """A write without a body (cancel, retry) takes none, or a JSON or YAML one: what a plain HTML form sends (form
+    data, text/plain) is refused with a 415, whatever the origin check found."""
+    media = media_type(request)
+    if media is not None and media not in WRITE_TYPES:
+        raise HTTPException(415, f"send no body, or application/json or application/yaml, not {media!r}")
 
 
 _known: dict[int, frozenset[str]] = {}

@@ -3,6 +3,7 @@ silently), the answers built from the store's records, and the error answers eac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -153,12 +154,16 @@ class Problem(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "bad input: an unknown or malformed filter"},
+    401: {"model": Problem, "description": "a token is set and none or a wrong one was sent"},
     404: {"model": Problem, "description": "no such batch, job or artifact"},
     422: {"model": Problem, "description": "a parameter out of range or of the wrong type"},
     503: {"model": Problem, "description": "the database or broker cannot be reached"},
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
-    **ERRORS, 401: {"model": Problem, "description": "no or wrong bearer token"}}
+    **ERRORS,
+    403: {"model": Problem, "description": "sent by a page of another origin"},
+    415: {"model": Problem, "description": "a body other than JSON or YAML"},
+}
 
 
 def batch_out(summary: BatchSummary, with_spec: bool = False) -> dict[str, Any]:
@@ -168,8 +173,13 @@ def batch_out(summary: BatchSummary, with_spec: bool = False) -> dict[str, Any]:
             "spec_path": b.spec_path, "spec": b.spec if with_spec else None}
 
 
-def job_out(job: Job, **extra: Any) -> dict[str, Any]:
-    return {**vars(job), "status": job.status.value, **extra}
+def job_out(job: Job, mask: Callable[[str], str], **extra: Any) -> dict[str, Any]:
+    """A job as the API answers it; ``mask`` hides credentials in its error and traceback."""
+    out = {**vars(job), "status": job.status.value, **extra}
+    for key in ("error", "traceback"):
+        if out.get(key):
+            out[key] = mask(out[key])
+    return out
 
 
 def artifact_out(a: Artifact) -> dict[str, Any]:

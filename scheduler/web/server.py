@@ -4,15 +4,17 @@ up."""
 
 from __future__ import annotations
 
+import copy
 import sys
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from scheduler.control import ControlPlane
 from scheduler.embedded import in_process_worker
-from scheduler.errors import UserError
+from scheduler.errors import SecretsFilter, UserError
 from scheduler.reaper import Reaper, ReapReport
 from scheduler.web.app import create_app
+from scheduler.web.guard import allowed_hosts
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -32,12 +34,17 @@ def serve(cp: ControlPlane, host: str | None, port: int, out: TextIO = sys.stder
               "and retry", file=out)
     else:
         host = host or "0.0.0.0"
-        print("writes need 'Authorization: Bearer <LATENTFARM_API_TOKEN>'", file=out)
+        print("every route needs the token: send 'Authorization: Bearer <LATENTFARM_API_TOKEN>', or sign in at /login",
+              file=out)
     shown = f"[{host}]" if ":" in host else host
     print(f"latentfarm serving {cp.store.engine.url.render_as_string(hide_password=True)} on http://{shown}:{port}/ "
           f"(API: /api/v1, OpenAPI: /openapi.json)", file=out, flush=True)
+    hosts = allowed_hosts(cp.settings.allowed_hosts, token)
+    print("answering the host names " + (", ".join(sorted(hosts)) if hosts is not None else "any")
+          + " (LATENTFARM_ALLOWED_HOSTS)", file=out)
     app = create_app(cp, token)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           log_config=log_config(cp.settings.secrets)))
     if not cp.settings.embedded:
         server.run()
         return
@@ -55,3 +62,13 @@ def serve(cp: ControlPlane, host: str | None, port: int, out: TextIO = sys.stder
           "up the jobs an interrupted `latentfarm submit` left running or queued", file=out, flush=True)
     with in_process_worker(cp.app), reaper.in_thread():
         server.run()
+
+
+def log_config(secrets: tuple[str, ...]) -> dict[str, Any]:
+    """uvicorn's logging set-up, with passwords and the token masked in its error log (tracebacks included)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["secrets"] = {"()": SecretsFilter, "secrets": secrets}
+    config["handlers"]["default"]["filters"] = ["secrets"]
+    return config

@@ -60,11 +60,13 @@ OTHER_SPECS = [
 
 @dataclass
 class Farm:
-    """The control plane, the API over it, a client, and a worker running the queued jobs."""
+    """The control plane, the API over it (with ``TOKEN``), a client that sends the token with every request and
+    one that sends none, and a worker running the queued jobs."""
 
     cp: ControlPlane
     app: FastAPI
     client: TestClient
+    anon: TestClient
     backend: str
     ids: dict[str, Any] = field(default_factory=dict)  # of the populated store: batches, jobs by name
 
@@ -109,10 +111,16 @@ class Farm:
                     for t in ("batches", "jobs", "job_deps", "events", "metrics", "artifacts")}
 
 
-def _wifi_data() -> Path:
+def _data_dir(tmp: Path) -> Path:
+    """The farm's data directory: the WiFi file, linked from the shared data, and ``mem.txt``, a link to a file
+    that exists but cannot be read."""
     if not (SHARED_DATA / "wifi_localization.txt").is_file():
         pytest.fail(f"the shared data files are missing: {SHARED_DATA}")
-    return SHARED_DATA
+    data = tmp / "data"
+    data.mkdir()
+    (data / "wifi_localization.txt").symlink_to(SHARED_DATA / "wifi_localization.txt")
+    (data / "mem.txt").symlink_to("/proc/self/mem")
+    return data
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -139,11 +147,11 @@ def open_farm(url: str, tmp: Path, keep_worker: bool) -> Iterator[Farm]:
     from scheduler.web.app import create_app
 
     # A short lease: a running job renews it (and so sees a cancel request) every 0.5 s, not every 5 s.
-    settings = dataclasses.replace(make_settings(tmp, url, data_dir=_wifi_data()), lease_seconds=3.0)
+    settings = dataclasses.replace(make_settings(tmp, url, data_dir=_data_dir(tmp)), lease_seconds=3.0)
     cp = ControlPlane.open(settings, upgrade=True)
     _purge(cp)
     app = create_app(cp, TOKEN)
-    f = Farm(cp, app, TestClient(app), cp.store.engine.dialect.name)
+    f = Farm(cp, app, TestClient(app, headers=AUTH), TestClient(app), cp.store.engine.dialect.name)
     worker = ExitStack()
     try:
         worker.enter_context(in_process_worker(cp.app, hostname="apiworker@localhost"))
@@ -160,6 +168,8 @@ def open_farm(url: str, tmp: Path, keep_worker: bool) -> Iterator[Farm]:
         worker.close()
         _purge(cp)
         f.client.close()
+        f.anon.close()
+        app.state.parser.close()
         cp.store.engine.dispose()
 
 

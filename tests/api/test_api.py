@@ -158,7 +158,7 @@ def test_submit_json_body(farm: Farm) -> None:
     assert get(farm.client, f"/jobs/{out['jobs']['k']}")["parents"] == [out["jobs"]["j"]]
 
 
-@pytest.mark.parametrize("media", ["text/yaml; charset=utf-8", "application/x-yaml", "text/plain",
+@pytest.mark.parametrize("media", ["application/yaml; charset=utf-8", "application/x-yaml", "Application/YAML",
                                    "application/json; charset=utf-8"])
 def test_submit_takes_yaml_and_json_media_types(farm: Farm, media: str) -> None:
     # The spec of one of the store's batches, already run: a cache hit, nothing runs.
@@ -209,9 +209,17 @@ BAD_SUBMITS: dict[str, tuple[bytes | str, str, int, str]] = {
     "json-infinity": ('{"batch": "x", "jobs": [{"name": "a", "kind": "noop", "params": {"value": 1e999}}]}',
                       "application/json", 422, "inf is not a finite number"),
     "html": ("<html></html>", "text/html", 415, "send the spec as application/json or application/yaml"),
+    # what a page of another site can send without asking first (a form, fetch with a string body)
+    "text-plain": ("batch: x\njobs:\n  - {name: a, kind: noop}\n", "text/plain", 415, "not text/plain"),
+    "text-plain-utf8": ("batch: x\njobs:\n  - {name: a, kind: noop}\n", "text/plain;charset=UTF-8", 415,
+                        "not text/plain"),
+    "text-yaml": ("batch: x\njobs:\n  - {name: a, kind: noop}\n", "text/yaml", 415, "not text/yaml"),
+    "multipart": ("--x\r\n\r\nbatch: x\r\n--x--\r\n", "multipart/form-data; boundary=x", 415,
+                  "not multipart/form-data"),
     "form": ("batch=x", "application/x-www-form-urlencoded", 415, "not application/x-www-form-urlencoded"),
     "xml": ("<batch/>", "application/xml", 415, "not application/xml"),
     "too-large": ("#" * (MAX_BODY + 1), "application/yaml", 413, f"over {MAX_BODY} bytes, the most accepted"),
+    "ten-megabytes": ("#" * (10 << 20), "application/yaml", 413, f"over {MAX_BODY} bytes, the most accepted"),
 }
 
 
@@ -226,10 +234,27 @@ def test_a_rejected_submit_is_a_clear_4xx_and_writes_nothing(farm: Farm, case: s
     assert farm.counts() == before
 
 
+def test_a_submit_without_a_content_type_is_a_415(farm: Farm) -> None:
+    before = farm.counts()
+    r = farm.client.post(f"{API}/batches", content=b"batch: x\njobs:\n  - {name: a, kind: noop}\n", headers=AUTH)
+    assert "content-type" not in r.request.headers
+    assert problem(r, 415) == "send the spec as application/json or application/yaml, not without a Content-Type"
+    assert farm.counts() == before
+
+
+def test_the_body_limit_is_a_mebibyte_and_a_spec_at_it_is_taken(farm: Farm) -> None:
+    assert MAX_BODY == 1 << 20
+    spec = "batch: api-at-the-limit\njobs:\n  - {name: a, kind: noop, params: {value: 3}}\n"
+    body = spec + "#" * (MAX_BODY - len(spec) - 1) + "\n"
+    assert len(body.encode()) == MAX_BODY
+    out = ok(farm.client.post(f"{API}/batches", content=body, headers=YAML), 201)
+    assert farm.wait(out["batch"]).status == "succeeded"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_data_file_that_cannot_be_read_is_a_422(farm: Farm) -> None:
     before = farm.counts()
-    spec = "batch: x\njobs:\n  - {name: a, kind: cluster, params: {dataset: wifi, data_path: /proc/self/mem}}\n"
+    spec = "batch: x\njobs:\n  - {name: a, kind: cluster, params: {dataset: wifi, data_path: mem.txt}}\n"
     detail = problem(farm.client.post(f"{API}/batches", content=spec, headers={**YAML, **AUTH}), 422)
     assert detail.startswith("request body: cannot read a file it names: [Errno")
     assert farm.counts() == before
@@ -544,7 +569,8 @@ def test_a_corrupted_or_missing_blob_is_not_served(farm: Farm) -> None:
         for headers in ({}, {"Range": "bytes=0-9"}):
             r = farm.client.get(a["url"], headers=headers)
             detail = problem(r, 500)
-            assert f"no longer matches its sha256 {a['sha256']}; not served" in detail
+            assert detail == (f"artifact {a['id']} ({a['name']} of job {a['job_id']}): its blob no longer matches "
+                              f"its sha256 {a['sha256']}")
         assert get(farm.client, f"/artifacts/{a['id']}") == a  # its record is still there
 
     farm.cp.store.artifacts.path_of(served["uri"]).unlink()
@@ -607,7 +633,7 @@ def test_cancel_a_batch(farm: Farm) -> None:
 def test_retry(farm: Farm) -> None:
     jobs = main_jobs(farm)
     assert problem(farm.client.post(f"{API}/jobs/{jobs['report']}/retry", headers=AUTH), 409) == (
-        f"job {jobs['report']} is succeeded: only failed or cancelled jobs can be retried")
+        f"job {jobs['report']} is succeeded: only failed, cancelled or queued jobs can be retried")
     # The first attempt fails with a transient error and has no attempt left; the second succeeds.
     out = farm.submit("batch: api-retry\njobs:\n"
                       "  - {name: flaky, kind: noop, max_attempts: 1, params: {transient_failures: 1, value: 5}}\n"
@@ -625,7 +651,7 @@ def test_retry(farm: Farm) -> None:
     assert [e["status"] for e in events if e["kind"] == "status"][-3:] == ["queued", "running", "succeeded"]
     assert get(farm.client, "/metrics", job=flaky)["items"][0]["value"] == 5.0
     assert problem(farm.client.post(f"{API}/jobs/{flaky}/retry", headers=AUTH), 409).endswith(
-        "only failed or cancelled jobs can be retried")
+        "only failed, cancelled or queued jobs can be retried")
 
 
 # ---- missing and out-of-range ids --------------------------------------------------------------------------------
@@ -674,41 +700,56 @@ def _writes(farm: Farm, failed_job: int) -> list[tuple[str, dict[str, Any], int]
             (f"{API}/jobs/{failed_job}/retry", {}, 200)]
 
 
-def test_writes_need_the_token_reads_do_not(farm: Farm) -> None:
+def test_every_route_needs_the_token(farm: Farm) -> None:
     out = farm.submit("batch: api-auth\njobs:\n  - {name: doomed, kind: noop, params: {fail: true, value: 31}}\n")
     failed = out["jobs"]["doomed"]
     farm.wait(out["batch"])
     before = farm.counts()
+    reads = ["/health", "/batches", f"/batches/{farm.ids['main']}", "/jobs", f"/jobs/{failed}",
+             f"/jobs/{failed}/events", f"/jobs/{failed}/metrics", f"/metrics?batch={farm.ids['main']}",
+             f"/artifacts?batch={farm.ids['main']}", "/artifacts/1", "/artifacts/1/content",
+             f"/batches/{farm.ids['main']}/compare?metric=value&by=value", "/no-such-route"]
+    refusals = [({}, "this needs a bearer token: send 'Authorization: Bearer <LATENTFARM_API_TOKEN>'"),
+                ({"Authorization": "Bearer wrong"}, "wrong bearer token"),
+                ({"Authorization": f"Bearer {TOKEN}x"}, "wrong bearer token"),
+                ({"Authorization": f"Basic {TOKEN}"}, "this needs a bearer token"),
+                ({"Authorization": TOKEN}, "this needs a bearer token"),
+                ({"Cookie": f"latentfarm_session={TOKEN}"}, "this needs a bearer token")]  # the raw token is no cookie
     for url, kw, _ in _writes(farm, failed):
         headers = kw.get("headers", {})
-        for auth, says in [({}, "this needs a bearer token: send 'Authorization: Bearer <LATENTFARM_API_TOKEN>'"),
-                           ({"Authorization": "Bearer wrong"}, "wrong bearer token"),
-                           ({"Authorization": f"Bearer {TOKEN}x"}, "wrong bearer token"),
-                           ({"Authorization": f"Basic {TOKEN}"}, "this needs a bearer token"),
-                           ({"Authorization": TOKEN}, "this needs a bearer token")]:
-            r = farm.client.post(url, content=kw.get("content"), headers={**headers, **auth})
+        for auth, says in refusals:
+            r = farm.anon.post(url, content=kw.get("content"), headers={**headers, **auth})
             assert problem(r, 401).startswith(says), (url, auth)
             assert r.headers["www-authenticate"] == "Bearer"
         # refused before the body is read: a bad body without the token is still a 401
-        assert farm.client.post(url, content="[", headers=YAML).status_code == 401
+        assert farm.anon.post(url, content="[", headers=YAML).status_code == 401
+    for path in reads:
+        for auth, says in refusals:
+            r = farm.anon.get(API + path, headers=auth)
+            assert problem(r, 401).startswith(says), (path, auth)
+    for auth, says in refusals:  # the schema tells what exists: it needs the token too
+        assert problem(farm.anon.get("/openapi.json", headers=auth), 401).startswith(says)
     assert farm.counts() == before
     assert get(farm.client, f"/jobs/{failed}")["status"] == "failed"
 
     for url, kw, status in _writes(farm, failed):
-        assert farm.client.post(url, content=kw.get("content"), headers={**kw.get("headers", {}), **AUTH}
-                                ).status_code == status, url
+        assert farm.anon.post(url, content=kw.get("content"), headers={**kw.get("headers", {}), **AUTH}
+                              ).status_code == status, url
     farm.wait(out["batch"])  # the retried job ran (and failed) again
     assert get(farm.client, f"/jobs/{failed}")["attempts"] == 2
-
-    # Reads are open, with or without a token.
-    for path in ["/health", "/batches", f"/batches/{farm.ids['main']}", "/jobs", f"/jobs/{failed}/events",
-                 f"/artifacts?batch={farm.ids['main']}"]:
-        assert farm.client.get(API + path).status_code == 200
-        assert farm.client.get(API + path, headers={"Authorization": "Bearer wrong"}).status_code == 200
+    for path in reads[:-1]:
+        assert farm.anon.get(API + path, headers=AUTH).status_code in (200, 206), path
+    assert farm.anon.get("/openapi.json", headers=AUTH).json()["info"]["title"] == "latentfarm"
+    # every operation of the schema says it needs the bearer token, and that it may answer 401
+    spec = farm.anon.get("/openapi.json", headers=AUTH).json()
+    for path, operations in spec["paths"].items():
+        for method, op in operations.items():
+            assert op.get("security") == [{"HTTPBearer": []}] and "401" in op["responses"], (method, path)
 
 
 def test_without_a_token_writes_are_open(farm: Farm) -> None:
-    local = TestClient(create_app(farm.cp, None))  # what `latentfarm serve` runs on 127.0.0.1 without a token
+    # what `latentfarm serve` runs on 127.0.0.1 without a token
+    local = TestClient(create_app(farm.cp, None), base_url="http://127.0.0.1:8080")
     assert ok(local.get(f"{API}/health"))["writes_need_token"] is False
     text = "batch: api-other-2\njobs:\n  - {name: two, kind: noop, params: {value: 8}}\n" \
            "  - {name: three, kind: noop, params: {value: 9}, needs: two}\n"
@@ -718,4 +759,6 @@ def test_without_a_token_writes_are_open(farm: Farm) -> None:
     assert ok(local.post(f"{API}/batches/{done}/cancel")) == {"cancelled": [], "flagged": []}
     assert ok(local.post(f"{API}/batches/{done}/cancel", headers={"Authorization": "Bearer anything"})) == {
         "cancelled": [], "flagged": []}
+    assert ok(local.get(f"{API}/batches/{done}"))["id"] == done  # reads too
+    local.app.state.parser.close()  # type: ignore[attr-defined]
     local.close()

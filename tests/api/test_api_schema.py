@@ -29,9 +29,10 @@ from tests.api.conftest import AUTH, TOKEN, Farm
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
-# The schema as the API publishes it (an app over no store serves it); the requests go to each farm's app.
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(cast(ControlPlane, None), TOKEN)).include(
-    path_regex=r"^/api/v1/")
+# The schema as the API publishes it (an app over no store serves it, to those with the token); the requests go to
+# each farm's app.
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(cast(ControlPlane, None), TOKEN),
+                                        headers=AUTH).include(path_regex=r"^/api/v1/")
 
 
 @pytest.mark.timeout(300)

@@ -9,7 +9,6 @@ prints where (``pytest -s`` or ``-rA`` shows it).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -19,20 +18,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import services
+from tests.e2e.browser import check_page, css, headless_chromium, wait_for
 from tests.e2e.cli import clean_env, latentfarm_bin, run_json
 
 pytestmark = pytest.mark.timeout(300)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 # Two trainings (a z_dim sweep, for the compare view), a cluster sweep over k, and two samplers of the z_dim=4
 # model (the batch page's sample grids): about 40 s on a slow 2-core machine.
@@ -128,54 +125,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    services.require(CHROMIUM.is_file() and CHROMEDRIVER.is_file(), f"{CHROMIUM} and {CHROMEDRIVER} are not "
-                     "installed (Debian: apt install chromium chromium-driver; `make browser`)")
-    services.require(importlib.util.find_spec("selenium") is not None, "selenium (pip install -e .[dev]) is not "
-                     "installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                "--disable-extensions", "--no-first-run"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def wait_for(driver: Any, condition: Callable[[Any], Any], what: str, timeout: float = 15) -> Any:
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
-    except TimeoutException as e:
-        raise AssertionError(f"{what}: not within {timeout} s at {driver.current_url}") from e
-
-
-def css(driver: Any, selector: str) -> list[Any]:
-    from selenium.webdriver.common.by import By
-
-    return driver.find_elements(By.CSS_SELECTOR, selector)  # type: ignore[no-any-return]
-
-
-def check_page(driver: Any) -> None:
-    """No error in the console, and everything the page loaded came from this server."""
-    logs = driver.get_log("browser")  # test_the_console_check_sees_errors: this endpoint works here
-    severe = [entry["message"] for entry in logs if entry.get("level") == "SEVERE"]
-    assert not severe, f"{driver.current_url}: errors in the console: {severe}"
-    foreign = driver.execute_script("""
-        const urls = [...document.querySelectorAll('script[src], img[src]')].map(e => e.src)
-          .concat([...document.querySelectorAll('link[href]')].map(e => e.href))
-          .concat(performance.getEntriesByType('resource').map(e => e.name));
-        return urls.filter(u => new URL(u, location.href).origin !== location.origin);""")
-    assert foreign == [], f"{driver.current_url} loads from elsewhere: {foreign}"
 
 
 def test_the_console_check_sees_errors(browser: Any, server: Server) -> None:
@@ -185,6 +136,22 @@ def test_the_console_check_sees_errors(browser: Any, server: Server) -> None:
     with pytest.raises(AssertionError, match="latentfarm console probe"):
         check_page(browser)
     check_page(browser)  # read once: the log is empty again
+
+
+def test_pages_run_under_the_content_security_policy(browser: Any, server: Server) -> None:
+    """Every page comes with a policy that allows no inline script or style and no framing, and the browser
+    enforces it: what it blocks is reported in the console, which check_page reads on every page."""
+    with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+        policy = r.headers["Content-Security-Policy"]
+        assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe-inline" not in policy
+    browser.get(server.url + "/")
+    check_page(browser)
+    browser.execute_script("const s = document.createElement('script'); s.textContent = 'window.__inline = 1';"
+                           "document.head.appendChild(s);")
+    assert browser.execute_script("return window.__inline === undefined")
+    with pytest.raises(AssertionError, match="Content Security Policy"):
+        check_page(browser)
 
 
 def images_loaded(driver: Any) -> list[str]:

@@ -1,7 +1,7 @@
 """`latentfarm serve` as a user runs it: a process of its own, answering HTTP on a real port.
 
-Without LATENTFARM_API_TOKEN it listens on 127.0.0.1 only and refuses any other address; with one, writes need
-it. On the embedded default the server runs a worker itself, so a batch submitted over HTTP runs to its end; in
+Without LATENTFARM_API_TOKEN it listens on 127.0.0.1 only and refuses any other address; with one, every route
+needs it. On the embedded default the server runs a worker itself, so a batch submitted over HTTP runs to its end; in
 production (Redis + PostgreSQL) a separate `latentfarm worker` process runs it.
 """
 
@@ -61,6 +61,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    token: str | None = None  # sent with every call unless it says otherwise
 
     @property
     def base(self) -> str:
@@ -69,10 +70,12 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def call(self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None
-             ) -> tuple[int, dict[str, str], Any]:
+    def call(self, method: str, path: str, body: str | None = None, headers: dict[str, str] | None = None,
+             auth: bool = True) -> tuple[int, dict[str, str], Any]:
+        """One request to the API; with ``auth`` (and a token) it carries ``Authorization: Bearer <token>``."""
+        sent = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         req = urllib.request.Request(self.base + path, data=body.encode() if body is not None else None,
-                                     method=method, headers=headers or {})
+                                     method=method, headers={**sent, **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (a local test server)
                 return r.status, dict(r.headers), json.loads(r.read())
@@ -98,7 +101,7 @@ def serving(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[Server]
     with open(log, "wb") as out:
         proc = subprocess.Popen([latentfarm_bin(), "serve", "--port", str(port), *args], cwd=tmp_path, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
-    server = Server(proc, port, log)
+    server = Server(proc, port, log, env.get("LATENTFARM_API_TOKEN"))
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -134,6 +137,7 @@ def test_without_a_token_it_serves_this_machine_only(tmp_path: Path) -> None:
         assert health["database"] == "sqlite"
         said = server.output()
         assert "no LATENTFARM_API_TOKEN set: listening on 127.0.0.1 only" in said
+        assert "answering the host names 127.0.0.1, ::1, localhost (LATENTFARM_ALLOWED_HOSTS)" in said
         assert f"on http://127.0.0.1:{server.port}/" in said
         if Path("/proc/net/tcp").exists():
             assert listening_on(server.port) == {"127.0.0.1"}
@@ -141,6 +145,16 @@ def test_without_a_token_it_serves_this_machine_only(tmp_path: Path) -> None:
         status, _, out = server.call("POST", "/batches", SPEC, {"Content-Type": "application/yaml"})
         assert status == 201, out
     assert (tmp_path / "latentfarm.db").is_file()  # the embedded default, in the working directory
+
+
+def test_it_answers_only_the_host_names_it_is_told(tmp_path: Path) -> None:
+    with serving(tmp_path, clean_env(LATENTFARM_ALLOWED_HOSTS="farm.example, 127.0.0.1")) as server:
+        assert "answering the host names 127.0.0.1, farm.example (LATENTFARM_ALLOWED_HOSTS)" in server.output()
+        assert server.call("GET", "/health", headers={"Host": f"farm.example:{server.port}"})[0] == 200
+        status, headers, out = server.call("GET", "/health", headers={"Host": f"localhost:{server.port}"})
+        assert status == 400 and out == {"detail": f"host 'localhost:{server.port}' is not served here: add it to "
+                                                   "LATENTFARM_ALLOWED_HOSTS to reach this server by that name"}
+        assert headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.1", "::"])
@@ -152,21 +166,27 @@ def test_without_a_token_it_refuses_other_addresses(tmp_path: Path, host: str) -
     assert proc.stdout == ""
 
 
-def test_with_a_token_writes_need_it_and_a_batch_runs_in_the_server(tmp_path: Path) -> None:
+def test_with_a_token_every_route_needs_it_and_a_batch_runs_in_the_server(tmp_path: Path) -> None:
     with serving(tmp_path, clean_env(LATENTFARM_API_TOKEN=TOKEN)) as server:
         said = server.output()
-        assert "writes need 'Authorization: Bearer <LATENTFARM_API_TOKEN>'" in said
+        assert ("every route needs the token: send 'Authorization: Bearer <LATENTFARM_API_TOKEN>', or sign in at "
+                "/login") in said
+        assert "answering the host names any (LATENTFARM_ALLOWED_HOSTS)" in said
         assert f"on http://0.0.0.0:{server.port}/" in said  # with a token: every address by default
         if Path("/proc/net/tcp").exists():
             assert listening_on(server.port) == {"0.0.0.0"}
         assert "embedded default: batches submitted here run in this process" in said
         assert server.call("GET", "/health")[2]["writes_need_token"] is True
 
-        status, headers, out = server.call("POST", "/batches", SPEC, {"Content-Type": "application/yaml"})
+        status, headers, out = server.call("POST", "/batches", SPEC, {"Content-Type": "application/yaml"},
+                                           auth=False)
         assert status == 401 and headers["www-authenticate"] == "Bearer", out
         status, _, out = server.call("POST", "/batches", SPEC, {"Content-Type": "application/yaml",
                                                                 "Authorization": "Bearer wrong"})
         assert (status, out) == (401, {"detail": "wrong bearer token"})
+        for path in ("/health", "/batches", "/jobs/1"):  # reads too
+            status, headers, out = server.call("GET", path, auth=False)
+            assert status == 401 and headers["www-authenticate"] == "Bearer", (path, out)
         assert server.call("GET", "/batches")[2]["total"] == 0  # refused writes wrote nothing
 
         status, headers, out = server.call("POST", "/batches", SPEC, {"Content-Type": "application/yaml",
@@ -206,7 +226,9 @@ def test_on_the_embedded_default_it_runs_what_an_interrupted_submit_left(tmp_pat
         batch = server.wait_batch(1, timeout=60)
         assert batch["status"] == "succeeded", server.output()
         assert status("a") == ("succeeded", 2) and status("b") == ("succeeded", 1)
-        assert "reaped: 1 requeued" in server.output()
+        # the server finds job a's process gone as it starts, and the reaper sends a's message again
+        assert "queued again 1 job(s) an interrupted run left running (job ids 1)" in server.output()
+        assert "reaped: 1 resent" in server.output()
 
 
 @pytest.mark.redis
