@@ -327,15 +327,22 @@ def test_secrets_are_masked_in_cli_errors(tmp_path: Path) -> None:
     assert "s3cretpw" not in proc.stderr + proc.stdout
 
 
-def test_ctrl_c_on_a_worker_releases_its_job_for_another_attempt(farm: dict[str, Any]) -> None:
+@pytest.mark.parametrize("signals", [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM,)],
+                         ids=["ctrl-c-twice", "sigterm"])
+def test_ctrl_c_on_a_worker_releases_its_job_for_another_attempt(farm: dict[str, Any],
+                                                                 signals: tuple[signal.Signals, ...]) -> None:
+    """A cold shutdown (Ctrl-C twice) or a warm one (SIGTERM, as systemd and Docker send) does not wait for the
+    job's 20 s, nor fail it: the job goes back to the queue for its next attempt."""
     worker = start(["worker", "-Q", "cpu", "--pool", "solo", "--name", "c@%h"], farm["dir"], farm["env"], "c.log")
     batch = submit(farm, "batch: long\njobs:\n  - {name: a, kind: noop, params: {seconds: 20}}\n")
     jid = batch["jobs"]["a"]
     wait_until(lambda: job(farm["dir"], farm["env"], jid)["status"] == "running", 60, "the job running")
-    worker.send_signal(signal.SIGINT)
-    time.sleep(0.3)
-    worker.send_signal(signal.SIGINT)  # Ctrl-C twice: a cold shutdown
+    stopping = time.monotonic()
+    for sig in signals:
+        worker.send_signal(sig)
+        time.sleep(0.3)
     worker.wait(30)
+    assert time.monotonic() - stopping < 10
     released = job(farm["dir"], farm["env"], jid)
     assert released["status"] == "queued" and released["error"] is None, released
     second = start(["worker", "-Q", "cpu", "--pool", "solo", "--name", "d@%h"], farm["dir"], farm["env"], "d.log")
