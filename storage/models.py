@@ -151,6 +151,44 @@ class ArtifactRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WorkerRow(Base):
+    """A worker process of the farm, as it last said (it registers when it starts and heartbeats while it runs).
+    One row per node name: a worker restarted under the same name takes its row over."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)  # the Celery node name, e.g. gpu0@host
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int]
+    queues: Mapped[list[str]] = mapped_column(JSON, default=list)  # the queues it consumes, as specs name them
+    gpu: Mapped[str | None] = mapped_column(String(50))  # the GPU it is pinned to; None for a CPU worker
+    version: Mapped[str] = mapped_column(String(50))  # latentfarm's version
+    job_id: Mapped[int | None]  # the job it runs now (no foreign key: a deleted batch must not block a heartbeat)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    stopped_at: Mapped[datetime | None]  # set when it shut down cleanly; None while it runs (or was lost)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    jobs_failed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DatasetRow(Base):
+    """A dataset registered in the farm (``latentfarm data add``): its bytes are a blob of the artifact store, so a
+    worker needs no local copy. A folder is stored as one archive."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # file | folder
+    filename: Mapped[str] = mapped_column(String(255))  # the name it was added from (its suffix: the format)
+    uri: Mapped[str] = mapped_column(Text)  # the blob, relative to the artifact store: sha256/<2 hex>/<64 hex>
+    sha256: Mapped[str] = mapped_column(String(64))  # of the file; of a folder's archive
+    bytes: Mapped[int] = mapped_column(BigInteger)  # of the file; of a folder's archive
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # what validation reads without the bytes
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class EventRow(Base):
     __tablename__ = "events"
 

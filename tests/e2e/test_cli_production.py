@@ -50,7 +50,7 @@ def _wait_settled(tmp_path: Path, env: dict[str, str], batch: int, timeout: floa
 def test_submit_returns_at_once_and_worker_processes_run_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
     worker_missing = run(["worker"], tmp_path, env, check=False)  # before migrations: a clear refusal
     assert worker_missing.returncode == 2 and "latentfarm db upgrade" in worker_missing.stderr
-    assert "is at revision 0003" in run(["db", "upgrade"], tmp_path, env).stdout
+    assert "is at revision 0004" in run(["db", "upgrade"], tmp_path, env).stdout
     spec = tmp_path / "prod.yaml"
     spec.write_text(
         "batch: prod\n"
