@@ -4,6 +4,7 @@ error to the CLI's exit code and the API's HTTP status (the CLI, the API and the
     LatentfarmError                                   exit  HTTP
     ├── TransientError                                  1   503   (Retry-After)
     │   ├── DatabaseUnavailable
+    │   ├── StorageUnavailable                          (the artifact store: an endpoint that does not answer)
     │   └── BrokerUnavailable
     └── PermanentError                                  1   500
         ├── UserError                                   2   400
@@ -11,7 +12,8 @@ error to the CLI's exit code and the API's HTTP status (the CLI, the API and the
         │   ├── NotFound                                2   404
         │   ├── Conflict                                2   409
         │   └── InvalidValue                            2   400
-        └── ArtifactCorrupt                             1   500
+        ├── ArtifactCorrupt                             1   500
+        └── StorageMisconfigured                        1   500   (no such bucket, credentials refused)
 
 Whether a job is retried is a property of its error (``transient``); ``is_transient`` adds the short list of
 third-party errors the farm knows to be passing (a lost connection); ``out_of_memory`` tells running out of the
@@ -31,12 +33,15 @@ from storage.errors import (
     LatentfarmError,
     NotFound,
     PermanentError,
+    StorageMisconfigured,
+    StorageUnavailable,
     TransientError,
     UserError,
 )
 
 __all__ = ["ArtifactCorrupt", "BrokerUnavailable", "Conflict", "DatabaseUnavailable", "InvalidValue",
-           "LatentfarmError", "NotFound", "PermanentError", "SpecError", "TransientError", "UserError",
+           "LatentfarmError", "NotFound", "PermanentError", "SpecError", "StorageMisconfigured", "StorageUnavailable",
+           "TransientError", "UserError",
            "Response", "SecretsFilter", "is_transient", "mask_secrets", "out_of_memory", "response_for"]
 
 

@@ -9,12 +9,14 @@ boundary (``storage.db``), once.
 
     LatentfarmError
     ├── TransientError            trying again later may succeed (a job is retried)
-    │   └── DatabaseUnavailable
+    │   ├── DatabaseUnavailable
+    │   └── StorageUnavailable
     └── PermanentError            the same request fails the same way
         ├── UserError             the user asked for something impossible (exit 2, a 4xx)
         │   ├── NotFound
         │   └── InvalidValue
-        └── ArtifactCorrupt
+        ├── ArtifactCorrupt
+        └── StorageMisconfigured
 """
 
 from __future__ import annotations
@@ -56,3 +58,13 @@ class ArtifactCorrupt(PermanentError):
 
 class DatabaseUnavailable(TransientError):
     """The database could not be reached or is locked: retry later."""
+
+
+class StorageUnavailable(TransientError):
+    """The artifact store could not be reached (an endpoint that does not answer, a server error, throttling):
+    retry later. A job whose upload failed so is retried."""
+
+
+class StorageMisconfigured(PermanentError):
+    """The artifact store refuses this farm's settings: its bucket does not exist, or its credentials are refused.
+    Retrying fails the same way until the settings change."""

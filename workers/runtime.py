@@ -40,6 +40,6 @@ def runtime_for(app: Celery) -> Runtime:
         rt = _runtimes.get(id(app))
         if rt is None:
             settings = app.settings if isinstance(app, FarmApp) else Settings.from_env()
-            rt = Runtime(settings, Store.open(settings.database_url, settings.artifacts_dir), app)
+            rt = Runtime(settings, Store.open(settings.database_url, settings.artifact_store()), app)
             _runtimes[id(app)] = rt
         return rt

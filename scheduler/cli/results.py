@@ -98,7 +98,7 @@ def show(job: int, as_json: bool) -> None:
     if artifacts:
         click.echo("artifacts:")
         click.echo(table(["name", "type", "bytes", "sha256", "path"],
-                         [(a.name, a.media_type, a.bytes, a.sha256[:12], cp.store.artifacts.path_of(a.uri))
+                         [(a.name, a.media_type, a.bytes, a.sha256[:12], cp.store.artifacts.location(a.uri))
                           for a in artifacts]))
     if j.error:
         click.echo(f"error: {j.error}")
@@ -136,13 +136,12 @@ def metrics(jobs: tuple[int, ...], batch: int | None, key: str | None, as_json: 
 @handles_errors
 def artifacts(jobs: tuple[int, ...], batch: int | None, name: str | None, media_type: str | None, as_json: bool,
               as_csv: bool) -> None:
-    """Artifacts of JOBS (or of a --batch), with their files in the artifact store."""
+    """Artifacts of JOBS (or of a --batch), with where they are: a file, or an s3:// URL on a bucket."""
     cp = open_plane()
     with cp.store.session() as s:
         found = [a for a in queries.artifacts_of(s, job_ids(s, list(jobs), batch))
                  if (name is None or a.name == name) and (media_type is None or a.media_type == media_type)]
-    rows = [(a.job_id, a.name, a.media_type, a.bytes, a.sha256, str(cp.store.artifacts.path_of(a.uri)))
-            for a in found]
+    rows = [(a.job_id, a.name, a.media_type, a.bytes, a.sha256, cp.store.artifacts.location(a.uri)) for a in found]
     if as_json:
         click.echo(dumps([{**to_jsonable(a), "path": row[-1]} for a, row in zip(found, rows, strict=True)]))
     elif as_csv:

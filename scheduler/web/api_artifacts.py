@@ -1,5 +1,6 @@
 """The API's artifact routes: metadata (of a job, of several jobs or a batch, one) and downloads, served with
-their media type, byte ranges and ETag from a blob checked against its sha256."""
+their media type, byte ranges and ETag from a blob checked against its sha256. On a bucket, a download is served
+from the server's read cache (the blob is fetched into it once), so ranges and ETag work the same."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def artifact(artifact_id: Id, cp: Plane) -> dict[str, Any]:
 })
 def artifact_content(artifact_id: Id, cp: Plane) -> FileResponse:
     """Download an artifact: its media type, ``Range: bytes=a-b`` for a part, ``ETag`` its sha256. The blob is
-    checked against its stored sha256 before any of it is served."""
+    checked against its stored sha256 before any of it is served (on a bucket: fetched into this host's cache)."""
     with cp.store.session() as s:
         a = queries.get_artifact(s, artifact_id)
     path = cp.store.artifacts.verified_path(a.uri, a.sha256, f"artifact {a.id} ({a.name} of job {a.job_id})")
