@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,9 +20,27 @@ DATASETS = IMAGE_DATASETS + ("wifi",)  # wifi: tabular rows (for cluster)
 DATA_FILES = {"mnist": "mnist.npz", "olivetti": "olivetti_faces.npz", "wifi": "wifi_localization.txt"}
 FOLDER_DATASETS = ("images",)  # datasets whose data_path is a directory of files
 PATH_REQUIRED = ("npz", "images")  # datasets with no usual file name: data_path names it
+# A registered dataset (``latentfarm data add``) as a job's params name it, in place of a path: its name and the
+# sha256 it was fingerprinted with, e.g. ``dataset:mnist@06af5d...``. A worker reads that version from the artifact
+# store, whatever the registry holds by then.
+REGISTERED_PREFIX = "dataset:"
+_REGISTERED_RE = re.compile(r"dataset:(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})@(?P<sha>[0-9a-f]{64})")
 # The largest image (width x height) a job decodes: 40 megapixels (a 7300 x 5500 photo) take 120 MB as RGB and five
 # times that as the float arrays a dream makes of them; a few hundred bytes of PNG can claim far more.
 MAX_IMAGE_PIXELS = 40_000_000
+
+
+def registered_ref(name: str, sha256: str) -> str:
+    """How a job's params name the registered dataset ``name`` at version ``sha256``."""
+    return f"{REGISTERED_PREFIX}{name}@{sha256}"
+
+
+def parse_registered(value: object) -> tuple[str, str] | None:
+    """(name, sha256) of a registered dataset's reference (``registered_ref``); None for anything else (a path)."""
+    if not isinstance(value, str) or not value.startswith(REGISTERED_PREFIX):
+        return None
+    match = _REGISTERED_RE.fullmatch(value)
+    return (match["name"], match["sha"]) if match else None
 
 
 def within_roots(given: str, base_dir: Path, roots: tuple[Path, ...]) -> Path:
@@ -66,6 +85,12 @@ def resolve_data_file(dataset: str, data_path: str | None, data_dir: str | os.Pa
     return path.resolve()
 
 
+def input_sha256(value: str) -> str:
+    """sha256 of an input file a job names (a dream's image): a registered dataset's own, else the file's."""
+    registered = parse_registered(value)
+    return registered[1] if registered is not None else file_sha256(value)
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """sha256 of a file's bytes, cached by (path, size, mtime) so a sweep hashes each file once."""
     st = os.stat(path)
@@ -92,12 +117,39 @@ def folder_digest(path: Path) -> str:
 
 
 def dataset_identity(dataset: str, path: Path | None) -> str:
-    """``name:sha256`` for a file-backed dataset, ``name:bundled`` for one that ships with a package."""
+    """``name:sha256`` for a file-backed dataset, ``name:bundled`` for one that ships with a package; a registered
+    one (``path`` its reference) by its registered sha256: the same as a local copy of the same file, so the cache
+    holds across machines and across a local and a registered copy (a folder by its archive's sha256)."""
     if path is None:
         return f"{dataset}:bundled"
+    registered = parse_registered(str(path))
+    if registered is not None:
+        return f"{dataset}:archive:{registered[1]}" if dataset in FOLDER_DATASETS else f"{dataset}:{registered[1]}"
     if path.is_dir():
         return f"{dataset}:folder:{folder_digest(path)}"
     return f"{dataset}:{file_sha256(path)}"
+
+
+def table_shape(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(rows, columns) of a text table of whitespace-separated integers (the WiFi file), every row checked; a
+    DataError naming the first bad line (never quoting it: the file may be anything) for any other file."""
+    rows, columns = 0, 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                fields = line.split()
+                if not fields:
+                    continue  # a blank line, or the trailing newline
+                if not all(x.lstrip("+-").isdigit() for x in fields) or (columns and len(fields) != columns):
+                    raise DataError(f"{path}: line {number}: expected {columns or 'whitespace-separated'} integers")
+                rows, columns = rows + 1, len(fields)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it: {e.strerror or type(e).__name__}") from e
+    if not rows:
+        raise DataError(f"{path}: no rows in the table")
+    return rows, columns
 
 
 def check_image_file(path: str | os.PathLike[str]) -> tuple[int, int]:

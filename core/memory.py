@@ -22,6 +22,10 @@ import numpy as np
 from core.models.defaults import FILTERS, Z_DIM
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what an image folder's loader reads (core.datasets)
+# The params key under which the control plane hands a kind's memory hook the facts of a registered dataset (the
+# ``meta`` that ``latentfarm data add`` recorded: ``data_facts``' keys), in place of the file, which the
+# submitting machine need not have. Never stored with a job.
+FACTS_KEY = "data_facts"
 WIFI_ROWS = 2000  # rows of the UCI wireless localisation file
 FLOAT = 4  # bytes of a float32
 OVERHEAD = 512 << 20  # the framework, the interpreter and the job's own code, whatever the data
@@ -46,24 +50,37 @@ _KNOWN = {"digits": (1797, None), "mnist": (70000, 60000), "olivetti": (400, Non
 _SIDE = {"digits": 28, "mnist": 28, "olivetti": 64, "images": 96}
 
 
+def data_facts(path: Path) -> dict[str, Any]:
+    """What ``data_shape`` reads of an .npz, as JSON: its arrays' shapes by name (``arrays``); nothing for a file
+    that is not one. Recorded when a dataset is registered (with a folder's image count, ``images``, and a table's
+    rows, ``rows``), so a machine without the file can estimate a job's memory."""
+    shapes = _npz_headers(path)
+    return {} if shapes is None else {"arrays": {name: list(shape) for name, shape in shapes.items()}}
+
+
 def data_shape(params: Mapping[str, Any]) -> DataShape | None:
     """The shape of the data ``params`` (a kind's dataset params, ``data_path`` resolved) name, from what the
-    file says of itself (an .npz's array headers, a folder's file count); None when it cannot be told cheaply."""
+    file says of itself (an .npz's array headers, a folder's file count), or for a registered dataset from its
+    recorded facts (``params[FACTS_KEY]``, see ``data_facts``); None when it cannot be told cheaply."""
     dataset = params.get("dataset")
     limit, test_size = params.get("limit"), float(params.get("test_size") or 0.2)
     side = int(params.get("image_size") or _SIDE.get(str(dataset), 0))
     channels = 3 if params.get("color") == "rgb" else 1
+    facts: Mapping[str, Any] | None = params.get(FACTS_KEY)
     if dataset in _KNOWN:
         total, train = _KNOWN[dataset]
+        if dataset == "wifi" and facts and isinstance(facts.get("rows"), int):
+            total = facts["rows"]
         n_train = train if train is not None else int(total * (1 - test_size))
         n_test = total - n_train
         item: tuple[int, ...] = (7,) if dataset == "wifi" else (side, side, 1)
     elif dataset == "images" and params.get("data_path"):
-        total = _count_images(Path(params["data_path"]))
+        total = int(facts.get("images", 0)) if facts else _count_images(Path(params["data_path"]))
         n_train = int(total * (1 - test_size))
         n_test, item = total - n_train, (side, side, channels)
     elif dataset == "npz" and params.get("data_path"):
-        found = _npz_shape(Path(params["data_path"]), test_size)
+        shapes = _recorded_shapes(facts) if facts else _npz_headers(Path(params["data_path"]))
+        found = _npz_shape(shapes, test_size) if shapes is not None else None
         if found is None:
             return None
         n_train, n_test, stored = found
@@ -82,29 +99,47 @@ def _count_images(root: Path) -> int:
     return count
 
 
-def _npz_shape(path: Path, test_size: float) -> tuple[int, int, tuple[int, int, int]] | None:
-    """(train items, test items, one item's (h, w, c)) from the headers of an .npz's arrays, nothing decoded."""
+MAX_NPZ_ARRAYS = 64  # arrays whose headers are read: a dataset has a handful; an archive of thousands is no dataset
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """Each array's shape, by name (without ``.npy``), from the headers of an .npz, nothing decoded; None for a
+    file that is not one."""
     shapes: dict[str, tuple[int, ...]] = {}
     try:
         with zipfile.ZipFile(path) as z:
-            for name in ("x_train.npy", "x_test.npy", "images.npy"):
-                if name in z.namelist():
-                    with z.open(name) as f:
-                        major, _ = np.lib.format.read_magic(f)  # type: ignore[no-untyped-call]
-                        read = np.lib.format.read_array_header_1_0 if major == 1 else \
-                            np.lib.format.read_array_header_2_0
-                        shape, _, _ = read(f)  # type: ignore[no-untyped-call]
-                        shapes[name] = tuple(shape)
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError):
+            names = [n for n in z.namelist() if n.endswith(".npy")][:MAX_NPZ_ARRAYS]
+            for name in names:
+                with z.open(name) as f:
+                    major, _ = np.lib.format.read_magic(f)  # type: ignore[no-untyped-call]
+                    read = np.lib.format.read_array_header_1_0 if major == 1 else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, _ = read(f)  # type: ignore[no-untyped-call]
+                    shapes[name[:-len(".npy")]] = tuple(int(d) for d in shape)
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError, EOFError):
         return None
-    if "x_train.npy" in shapes and "x_test.npy" in shapes:
-        train, test = shapes["x_train.npy"], shapes["x_test.npy"]
-    elif "images.npy" in shapes:
-        total = shapes["images.npy"][0]
-        train = test = shapes["images.npy"]
+    return shapes or None
+
+
+def _recorded_shapes(facts: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    arrays = facts.get("arrays")
+    if not isinstance(arrays, Mapping):
+        return None
+    return {str(k): tuple(int(d) for d in v) for k, v in arrays.items() if isinstance(v, (list, tuple))}
+
+
+def _npz_shape(shapes: Mapping[str, tuple[int, ...]], test_size: float) -> tuple[int, int, tuple[int, int, int]] | None:
+    """(train items, test items, one item's (h, w, c)) from an .npz's array shapes."""
+    if "x_train" in shapes and "x_test" in shapes:
+        train, test = shapes["x_train"], shapes["x_test"]
+    elif "images" in shapes:
+        total = shapes["images"][0] if shapes["images"] else 0
+        train = shapes["images"]
         n_train = int(total * (1 - test_size))
         return n_train, total - n_train, _hwc(train)
     else:
+        return None
+    if not train or not test:
         return None
     return train[0], test[0], _hwc(train)
 

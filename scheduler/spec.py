@@ -36,11 +36,13 @@ from typing import Any
 
 import yaml
 
+from core.data_files import registered_ref
 from core.kinds import KINDS
 from scheduler.errors import SpecError
 from scheduler.settings import default_job_memory
 from scheduler.spec_entries import DEFAULT_MAX_ATTEMPTS, NAME_RE, Context, JobSpec, expand_entry, no_unknown
 from scheduler.spec_needs import check_inputs, resolve_needs, topological
+from storage.records import RegisteredDataset
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "MAX_JOBS", "BatchSpec", "JobSpec", "check_shape", "first_line", "load_spec",
            "parse_spec", "read_spec_text"]
@@ -71,7 +73,8 @@ class BatchSpec:
     jobs: tuple[JobSpec, ...]  # in dependency order: every job comes after the jobs it needs
 
 
-def load_spec(path: str | Path, data_dir: Path, memory_budget: int | None = None) -> BatchSpec:
+def load_spec(path: str | Path, data_dir: Path, memory_budget: int | None = None,
+              datasets: Mapping[str, RegisteredDataset] | None = None) -> BatchSpec:
     """Read and validate a spec file. Raises SpecError naming the file, the job and the field."""
     path_str = str(path)
     try:
@@ -80,7 +83,8 @@ def load_spec(path: str | Path, data_dir: Path, memory_budget: int | None = None
         raise SpecError(path_str, f"cannot read spec: {e.strerror or e}") from e
     except UnicodeDecodeError as e:
         raise SpecError(path_str, f"not a UTF-8 text file (byte {e.start})") from e
-    return parse_spec(read_spec_text(text, path_str), path_str, Path(path).resolve().parent, data_dir, memory_budget)
+    return parse_spec(read_spec_text(text, path_str), path_str, Path(path).resolve().parent, data_dir, memory_budget,
+                      datasets)
 
 
 def read_spec_text(text: str, path: str) -> Any:
@@ -125,10 +129,13 @@ def check_shape(raw: Any, path: str) -> None:
         stack.extend((v, depth + 1) for v in children)
 
 
-def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path, memory_budget: int | None = None) -> BatchSpec:
+def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path, memory_budget: int | None = None,
+               datasets: Mapping[str, RegisteredDataset] | None = None) -> BatchSpec:
     """Validate an already-parsed spec (YAML or JSON). Relative data paths are taken from ``base_dir``, then from
     ``data_dir``; files must lie in one of the two (the data roots). A job whose memory estimate exceeds
-    ``memory_budget`` (default: ``Settings``' default, half the machine's memory) is refused."""
+    ``memory_budget`` (default: ``Settings``' default, half the machine's memory) is refused. ``datasets``: the
+    farm's registered datasets by name (``scheduler.datasets.registered``), which a spec may name instead of files;
+    they are checked from what their registration recorded, so no copy of them is needed here."""
     check_shape(raw, path)
     if not isinstance(raw, dict):
         raise SpecError(path, "a spec must be a mapping with 'batch' and 'jobs'")
@@ -150,7 +157,7 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path, memory_budge
     if not isinstance(default_params, dict):
         raise SpecError(path, "must be a mapping", field="defaults.params")
     _check_default_params(default_params, entries, path)
-    ctx = Context(path, base_dir, data_dir, defaults, default_params, MAX_JOBS)
+    ctx = Context(path, base_dir, data_dir, defaults, default_params, MAX_JOBS, datasets or {})
 
     expanded: list[tuple[dict[str, Any], JobSpec]] = []
     expansions: dict[str, list[JobSpec]] = {}
@@ -181,8 +188,9 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path, memory_budge
     resolved = [resolve_needs(entry, job, expansions, by_name, path) for entry, job in expanded]
     budget = memory_budget or default_job_memory()
     final = {j.name: j for j in resolved}
+    facts = {registered_ref(d.name, d.sha256): d.meta for d in (datasets or {}).values()}
     for job in resolved:
-        check_inputs(job, [final[p] for p in job.needs], path, final, budget)
+        check_inputs(job, [final[p] for p in job.needs], path, final, budget, facts)
     return BatchSpec(name=name.strip(), path=path, raw=raw, jobs=tuple(topological(resolved, path)))
 
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data_files import check_image_file, resolve_data_file, within_roots
+from core.data_files import DATA_FILES, check_image_file, check_pixels, registered_ref, resolve_data_file, within_roots
 from core.errors import ConfigError, DataError
 from core.kinds import KINDS, SPEC_KINDS
 from core.params import config_to_params, parse_config
+from scheduler.datasets import fits
 from scheduler.errors import SpecError
+from storage.records import RegisteredDataset
 
 # A job survives two lost workers or transient errors; errors in the spec or data are never retried.
 DEFAULT_MAX_ATTEMPTS = 3
@@ -76,6 +78,7 @@ class Context:
     defaults: Mapping[str, Any]  # the spec's `defaults`
     default_params: Mapping[str, Any]  # its `defaults.params`
     max_jobs: int  # the batch's limit, for the error message
+    datasets: Mapping[str, RegisteredDataset] = field(default_factory=dict)  # the farm's registered datasets
 
 
 def expand_entry(entry: dict[str, Any], jname: str, ctx: Context, over: list[JobSpec] | None,
@@ -187,12 +190,33 @@ def _locate(given: str, ctx: Context) -> Path:
     return path
 
 
+def _registered(given: str, ctx: Context) -> RegisteredDataset | None:
+    """The registered dataset a spec's path means: a registered name that is no file or folder in the data roots
+    (a path that exists keeps meaning that path, as before datasets could be registered)."""
+    found = ctx.datasets.get(given)
+    return found if found is not None and not _locate(given, ctx).exists() else None
+
+
+def _reference(found: RegisteredDataset, wanted: str | None) -> str:
+    """A job's reference to the registered dataset ``found``, read as the spec's dataset ``wanted`` (None: a dream's
+    image), checked against what its registration recorded (DataError if it cannot be read so)."""
+    problem = fits(found, wanted)
+    if problem is not None:
+        raise DataError(problem)
+    if wanted is None:
+        check_pixels((int(found.meta.get("width") or 0), int(found.meta.get("height") or 0)), found.name)
+    return registered_ref(found.name, found.sha256)
+
+
 def _input_file(given: str | None, ctx: Context, job: str, field: str) -> str | None:
     """An input image's absolute path, checked now: outside the data roots, missing or undecodable is a spec
-    error."""
+    error. A registered image (``latentfarm data add``) by its reference, checked from what was recorded of it."""
     if not given:
         return given
     try:
+        found = _registered(given, ctx)
+        if found is not None:
+            return _reference(found, None)
         resolved = _locate(given, ctx)
         check_image_file(resolved)
     except DataError as e:
@@ -202,12 +226,19 @@ def _input_file(given: str | None, ctx: Context, job: str, field: str) -> str | 
 
 def _data_path(params: dict[str, Any], ctx: Context, job: str) -> str | None:
     """Resolve the dataset's file now, so a file outside the data roots, missing or unreadable is a spec error, not
-    a failed job."""
+    a failed job. A registered dataset (``latentfarm data add``) is named by its reference: ``dataset: mnist`` means
+    the registered ``mnist`` when there is one (else the data directory's file), ``data_path: NAME`` the registered
+    NAME when no such file exists."""
     given = params.get("data_path")
+    dataset = params["dataset"]
     try:
+        found = _registered(given, ctx) if given is not None else \
+            ctx.datasets.get(dataset) if dataset in DATA_FILES else None
+        if found is not None:
+            return _reference(found, dataset)
         if given is not None:
             given = str(_locate(given, ctx))
-        resolved = resolve_data_file(params["dataset"], given, ctx.data_dir)
+        resolved = resolve_data_file(dataset, given, ctx.data_dir)
     except DataError as e:
         raise SpecError(ctx.path, str(e), job=job, field="params.data_path" if given else "params.dataset") from e
     return str(resolved) if resolved is not None else None

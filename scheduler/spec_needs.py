@@ -4,13 +4,14 @@ dependency order, a cycle named."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 from core.errors import ConfigError
 from core.kinds import KINDS
-from core.memory import gib
+from core.memory import FACTS_KEY, gib
 from scheduler.errors import SpecError
 from scheduler.spec_entries import JobSpec, fmt
 
@@ -49,9 +50,10 @@ def resolve_needs(entry: Mapping[str, Any], job: JobSpec, expansions: Mapping[st
 
 
 def check_inputs(job: JobSpec, parents: list[JobSpec], path: str, by_name: Mapping[str, JobSpec],
-                 memory_budget: int) -> None:
+                 memory_budget: int, facts: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """The parents a kind reads results from are there, in the right number and of the right model, and pass the
-    kind's own parent checks; the job's memory estimate fits the per-job budget."""
+    kind's own parent checks; the job's memory estimate fits the per-job budget. ``facts``: the recorded meta of
+    each registered dataset by its reference, which the kinds' memory hooks read in place of the file."""
     info = KINDS[job.kind]
     where = job.group or job.name  # a dream's errors name the dream, not one of its tiles
     for inp in info.inputs:
@@ -69,11 +71,24 @@ def check_inputs(job: JobSpec, parents: list[JobSpec], path: str, by_name: Mappi
             info.check_parents(job.params, parents)
         except ConfigError as e:
             raise SpecError(path, e.message, job=where, field=f"params.{e.field}") from e
-    needed = info.memory(job.params, parents, by_name.__getitem__) if info.memory is not None else None
+    needed = None
+    if info.memory is not None:
+        def known(j: JobSpec) -> JobSpec:
+            return _with_facts(j, facts or {})
+
+        needed = info.memory(known(job).params, [known(p) for p in parents], lambda n: known(by_name[n]))
     if needed is not None and needed > memory_budget:
         raise SpecError(path, f"needs about {gib(needed)} of memory, more than the {gib(memory_budget)} a job may "
                         "use (LATENTFARM_JOB_MEMORY): use smaller images, a smaller model or batch, fewer samples "
                         "or a limit", job=where, field="params")
+
+
+def _with_facts(job: JobSpec, facts: Mapping[str, Mapping[str, Any]]) -> JobSpec:
+    """``job`` as a memory hook sees it: with its registered dataset's facts beside its params (FACTS_KEY)."""
+    recorded = facts.get(str(job.params.get("data_path")))
+    if recorded is None:
+        return job
+    return dataclasses.replace(job, params={**job.params, FACTS_KEY: recorded})
 
 
 def topological(jobs: list[JobSpec], path: str) -> list[JobSpec]:

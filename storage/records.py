@@ -76,6 +76,22 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class RegisteredDataset:
+    """A dataset registered in the farm (``latentfarm data add``): a blob of the artifact store and what validation
+    reads without its bytes (``meta``)."""
+
+    id: int
+    name: str  # what specs name it by; a replaced version kept for unfinished jobs: "<name>@<sha256>"
+    kind: str  # file | folder (a folder is stored as one archive)
+    filename: str  # the name of the file or folder it was added from
+    uri: str
+    sha256: str
+    bytes: int
+    meta: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
 class Event:
     job_id: int
     time: datetime
@@ -84,6 +100,25 @@ class Event:
     message: str | None
     worker: str | None
     attempt: int | None
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A worker process as it last said (the ``workers`` table): see ``storage.workers`` for its state."""
+
+    id: int
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    gpu: str | None
+    version: str
+    job_id: int | None
+    started_at: datetime
+    last_seen: datetime
+    stopped_at: datetime | None
+    jobs_done: int
+    jobs_failed: int
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
-from storage.models import ArtifactRow, BatchRow, EventRow, JobDepRow, JobRow, MetricRow
+from storage.models import ArtifactRow, BatchRow, DatasetRow, EventRow, JobDepRow, JobRow, MetricRow
 
 # Core statements, not ORM objects, on the hot paths: no ORM bookkeeping per job.
 BATCHES = cast(Table, BatchRow.__table__)
@@ -18,6 +18,7 @@ DEPS = cast(Table, JobDepRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 METRICS = cast(Table, MetricRow.__table__)
 ARTIFACTS = cast(Table, ArtifactRow.__table__)
+DATASETS = cast(Table, DatasetRow.__table__)
 
 CHUNK = 1000  # ids per statement: SQLite and PostgreSQL both cap the bind parameters of one statement
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from core.kinds.train import TrainParams
 from core.params import parse_config
 from storage.records import Job
 from workers.context import JobContext
+from workers.datasets import local_data
 
 
 def params_of(params: Any, fallback: Job | None = None) -> DataParams:
@@ -24,8 +26,11 @@ def params_of(params: Any, fallback: Job | None = None) -> DataParams:
 
 
 def load_data(ctx: JobContext, params: DataParams) -> Dataset:
-    """Load the dataset and record which one it is (name and file), as the job's fingerprint saw it."""
+    """Load the dataset and record which one it is (name and file), as the job's fingerprint saw it. A registered
+    dataset is read from the artifact store (``workers.datasets``): no local copy is needed."""
     assert params.dataset is not None
     path = Path(params.data_path) if params.data_path else None
     ctx.progress(0.0, f"dataset {dataset_identity(params.dataset, path)}" + (f" at {path}" if path else ""))
+    if params.data_path:
+        params = dataclasses.replace(params, data_path=local_data(ctx, params.data_path))
     return load_for(params)

@@ -17,6 +17,7 @@ from core.kinds.dream import DreamMergeParams, DreamTileParams
 from storage.records import Job
 from workers import framework
 from workers.context import JobContext
+from workers.datasets import local_data
 
 
 def _same_size(image: np.ndarray, size: int, source: str) -> np.ndarray:
@@ -34,7 +35,7 @@ def run_dream_tile(ctx: JobContext, params: DreamTileParams) -> None:
     assert cnn is not None
     model = ctx.load_model(cnn, view=features_model)  # cached per process: the tiles of a batch share it
     if params.image is not None:  # the first tile of a dream reads the input file
-        image = load_image(params.image, params.size)
+        image = load_image(local_data(ctx, params.image), params.size)  # a registered image: from the store
     else:
         before = next((p for p in parents if p.kind == "dream_merge"), None)
         if before is None:
