@@ -89,21 +89,29 @@ def _unreachable(app: Celery, what: str, e: BaseException) -> str:
 
 def queue_size(app: Celery, queue: str) -> int:
     """How many messages wait for the jobs of ``queue`` on the broker (0 for a queue it does not know)."""
+    return queue_sizes(app, [queue])[queue]
+
+
+def queue_sizes(app: Celery, queues: list[str]) -> dict[str, int]:
+    """``queue_size`` of each of ``queues`` (as specs name them), through one connection. BrokerUnavailable if
+    the broker cannot be reached."""
     from kombu.exceptions import ChannelError
 
-    queue = route(app, queue)
+    sizes = {}
     try:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
-            with conn.channel() as channel:
-                try:
-                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
-                except ChannelError:
-                    return 0
+            for queue in queues:
+                with conn.channel() as channel:  # a channel each: on AMQP, a queue it does not know closes it
+                    try:
+                        sizes[queue] = int(channel.queue_declare(queue=route(app, queue), passive=True).message_count)
+                    except ChannelError:
+                        sizes[queue] = 0
     except ChannelError:
-        return 0
+        return {**{q: 0 for q in queues}, **sizes}
     except Exception as e:
         raise BrokerUnavailable(_unreachable(app, "cannot reach", e)) from e
+    return sizes
 
 
 def check(app: Celery) -> None:

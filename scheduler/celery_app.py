@@ -29,6 +29,8 @@ class FarmApp(Celery):
         self.settings = settings or Settings.from_env()
         self.farm_id = farm_id
         self.node_name: str | None = None  # the node name of the in-process worker running on this app, if any
+        # a worker of this app also takes the farm's gpu queue while no live GPU worker consumes it (workers.monitor)
+        self.gpu_standby = False
 
     def __reduce_keys__(self) -> dict[str, object]:
         """What a copy of the app is made from (Celery pickles apps for some pools): the settings too."""
@@ -42,6 +44,11 @@ class FarmApp(Celery):
             return EMBEDDED_QUEUE
         return f"latentfarm.{self.farm_id[:12]}.{queue}" if self.farm_id else queue
 
+    def spec_queue(self, broker_queue: str) -> str:
+        """The name a spec gives the broker's queue ``broker_queue`` (``broker_queue``'s inverse on a farm)."""
+        prefix = f"latentfarm.{self.farm_id[:12]}." if self.farm_id else ""
+        return broker_queue.removeprefix(prefix) if prefix else broker_queue
+
 
 def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES, farm_id: str | None = None) -> FarmApp:
     """A Celery app for ``settings`` and the farm ``farm_id``. Pass extra queue names that specs use beyond gpu and
@@ -52,8 +59,10 @@ def make_celery(settings: Settings, queues: tuple[str, ...] = QUEUES, farm_id: s
     if settings.embedded:
         transport["polling_interval"] = 0.01  # the memory transport polls; its 1 s default crawls
     else:
-        # Redis: priorities 0..9 in 10 steps, lower number served first (see scheduler.broker.broker_priority)
-        transport.update(priority_steps=list(range(10)), sep=":", queue_order_strategy="priority")
+        # Redis: priorities 0..9 in 10 steps, lower number served first (see scheduler.broker.broker_priority).
+        # kombu's own separator stays: it also joins the bindings that Celery's clients (celery inspect, Flower)
+        # write, and a worker reading them with another one fails every remote-control command.
+        transport.update(priority_steps=list(range(10)), queue_order_strategy="priority")
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # kombu's Redis transport, but an item on a queue that is not a message is dropped, not fatal
         app.conf.broker_transport = "scheduler.redis_transport:Transport"

@@ -19,16 +19,18 @@ from celery import Celery
 
 from scheduler import broker, lifecycle
 from scheduler.celery_app import QUEUES, make_celery
+from scheduler.datasets import registered
 from scheduler.embedded import embedded_name, in_process_worker, orphan_pid, worker_alive
-from scheduler.errors import SpecError
+from scheduler.errors import BrokerUnavailable, SpecError
 from scheduler.plan import plan_batch
 from scheduler.settings import Settings
 from scheduler.spec import BatchSpec, first_line, load_spec
-from storage import queries
+from storage import queries, workers
 from storage.queries import BatchSummary
 from storage.records import Job
 from storage.status import JobStatus
 from storage.store import Store
+from storage.workers import QueueLoad, WorkerStatus
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,18 @@ class Snapshot:
     running: list[Job]
     worker_stopped: bool = False  # the embedded worker died before the batch settled: nothing more will run
     leftovers: int = 0  # jobs an interrupted process left, run with the batch, not finished yet
+    warnings: tuple[str, ...] = ()  # why some of its jobs may wait for good (``ControlPlane.warnings``)
+
+
+@dataclass(frozen=True)
+class Farm:
+    """The farm as the interfaces show it: its workers, and per queue its jobs, consumers and broker messages."""
+
+    workers: list[WorkerStatus]  # by name: all, or the page asked for
+    total: int  # workers in the table
+    queues: list[QueueLoad]
+    on_broker: dict[str, int] | None  # messages waiting per queue; None where the broker cannot say
+    warnings: list[str]
 
 
 @dataclass
@@ -56,7 +70,7 @@ class ControlPlane:
         default (``upgrade=None``); in production ``latentfarm db upgrade`` does it, once, on purpose."""
         settings = settings or Settings.from_env()
         upgrade = settings.embedded if upgrade is None else upgrade
-        store = Store.open(settings.database_url, settings.artifacts_dir, upgrade=upgrade)
+        store = Store.open(settings.database_url, settings.artifact_store(), upgrade=upgrade)
         with store.session() as s:
             farm = queries.farm_id(s)
         cp = cls(settings, store, make_celery(settings, queues, farm))
@@ -77,7 +91,8 @@ class ControlPlane:
         return self.recovered
 
     def load(self, spec_path: str | Path) -> BatchSpec:
-        return load_spec(spec_path, self.settings.data_dir, self.settings.job_memory)
+        """Read and validate a spec; the datasets registered in the farm resolve by name (``scheduler.datasets``)."""
+        return load_spec(spec_path, self.settings.data_dir, self.settings.job_memory, registered(self.store))
 
     def submit(self, spec: BatchSpec, no_cache: bool = False) -> lifecycle.SubmitResult:
         """Plan the batch, write it in one transaction and queue its ready jobs. The broker is checked first (on a
@@ -103,7 +118,33 @@ class ControlPlane:
             summary = queries.batch_summary(s, batch_id)
             running = queries.list_jobs(s, batch_id=batch_id, status=JobStatus.RUNNING.value, limit=3)
             left = queries.unsettled_count(s, leftovers) if leftovers else 0
-        return Snapshot(summary, running, leftovers=left)
+        warn = self.warnings(batch_id) if summary.counts.get(JobStatus.QUEUED.value) else []
+        return Snapshot(summary, running, leftovers=left, warnings=tuple(warn))
+
+    def warnings(self, batch_id: int | None = None) -> list[str]:
+        """Why jobs may wait for good: a queue on which jobs (of ``batch_id``, or of any batch) wait and that no
+        live worker consumes. Never on the embedded default, whose in-process worker takes every queue."""
+        if self.settings.embedded:
+            return []
+        with self.store.session() as s:
+            return _unserved(workers.queue_loads(s, self.settings.worker_lost_after, batch_id))
+
+    def farm(self, limit: int | None = None, offset: int = 0) -> Farm:
+        """The workers (a page of them) with their states, and every queue: jobs queued and running, live
+        consumers, messages on the broker (where it can say), and the warnings."""
+        lost_after = self.settings.worker_lost_after
+        with self.store.session() as s:
+            listed = workers.list_workers(s, lost_after, limit, offset)
+            total = workers.count_workers(s)
+            loads = workers.queue_loads(s, lost_after, also=QUEUES)
+        warn = [] if self.settings.embedded else _unserved(loads)
+        on_broker = None
+        if not broker.in_memory(self.app):  # the embedded broker lives in the memory of the process running it
+            try:
+                on_broker = broker.queue_sizes(self.app, [q.queue for q in loads])
+            except BrokerUnavailable as e:
+                warn.append(self.settings.mask(str(e)))
+        return Farm(listed, total, loads, on_broker, warn)
 
     def follow(self, batch_id: int, interval: float = 0.5, timeout: float | None = None,
                alive: Callable[[], bool] | None = None, leftovers: list[int] | None = None) -> Iterator[Snapshot]:
@@ -164,3 +205,8 @@ class ControlPlane:
                 on_snapshot(last)
         assert last is not None
         return last.summary
+
+
+def _unserved(loads: list[QueueLoad]) -> list[str]:
+    return [f"{q.queued} job{' waits' if q.queued == 1 else 's wait'} on queue {q.queue!r} and no live worker "
+            "consumes it" for q in loads if q.unserved]

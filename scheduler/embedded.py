@@ -23,14 +23,20 @@ log = logging.getLogger(__name__)
 
 
 class _WorkController(WorkController):
-    """A WorkController that tells when its consumer is ready to take messages."""
+    """A WorkController that tells when its consumer is ready to take messages, and whether Celery told the world
+    it shut down (``worker_shutdown``: it does on a warm stop, not on the cold one that ends an embedded worker)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self.ready = threading.Event()
+        self.shutdown_sent = False
         super().__init__(*args, **kwargs)
 
     def on_consumer_ready(self, consumer: object) -> None:
         self.ready.set()
+
+    def _send_worker_shutdown(self) -> None:
+        self.shutdown_sent = True
+        super()._send_worker_shutdown()
 
 
 STOP_INTERRUPTED = 1.0  # seconds an interrupted block waits for its worker's jobs to hand themselves back
@@ -64,7 +70,10 @@ def in_process_worker(app: Celery, concurrency: int = 1, hostname: str | None = 
 
     A block left by an exception (Ctrl-C: KeyboardInterrupt) tells the worker it is shutting down, so its running
     job hands itself back at its next check (``workers.tasks`` listens), and waits ``STOP_INTERRUPTED`` seconds
-    for that, not for the job to end; what is still running afterwards the caller releases in SQL."""
+    for that, not for the job to end; what is still running afterwards the caller releases in SQL.
+
+    The worker registers in the ``workers`` table when it starts (Celery's ``worker_init``, which ``workers.tasks``
+    listens to) and is marked stopped at the end (``worker_shutdown``, sent here if Celery did not)."""
     app.finalize()
     app.set_current()
     app.set_default()
@@ -99,6 +108,8 @@ def in_process_worker(app: Celery, concurrency: int = 1, hostname: str | None = 
             state.should_terminate = None
         elif not interrupted:
             log.warning("the in-process worker did not stop within 60 s")
+        if not worker.shutdown_sent:
+            signals.worker_shutdown.send(sender=worker)
 
 
 def worker_alive(worker: WorkController) -> bool:

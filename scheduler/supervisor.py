@@ -3,7 +3,9 @@
 Each GPU worker is its own process, started with ``CUDA_VISIBLE_DEVICES=<i>`` (so TensorFlow, imported later
 by the first job, sees that GPU only) and memory growth on, the solo pool (jobs run in the worker process itself:
 TensorFlow never runs in a process that forks), the name ``gpu<i>@<host>``, and the ``gpu`` queue. CPU workers
-are the same on the ``cpu`` queue, named ``cpu<i>@<host>``, with no GPU visible. The supervisor imports neither
+are the same on the ``cpu`` queue, named ``cpu<i>@<host>``, with no GPU visible, and stand by for the ``gpu`` queue:
+they take its jobs too while no live GPU worker consumes it (``--gpu-standby``; not with an explicit ``--queues``,
+which is taken as given). The supervisor imports neither
 Celery's worker nor TensorFlow; it restarts a worker process that dies (a crash, a job killed at its hard time
 limit) after a backoff, and passes SIGTERM/SIGINT on to its workers (a warm shutdown: running jobs finish, or
 resume from their checkpoints elsewhere once their leases run out).
@@ -82,6 +84,8 @@ def plan_workers(gpus: Sequence[str], cpus: int, queues: str | None, loglevel: s
     def argv(name: str, queue: str, tf_threads: int | None) -> list[str]:
         cmd = [sys.executable, "-m", "scheduler.cli", "worker", "--queues", queues or queue, "--pool", "solo",
                "--concurrency", "1", "--name", name, "--loglevel", loglevel]
+        if queue == "cpu" and queues is None:  # a CPU-only farm runs gpu jobs too (see the module's docstring)
+            cmd.append("--gpu-standby")
         return cmd + (["--threads", str(tf_threads)] if tf_threads else [])
 
     out = []

@@ -10,23 +10,34 @@ process of its own, the process is killed (the worker is restarted by its superv
 
 If the database cannot be reached, renewals fail quietly and are tried again; once the lease has run out the
 reaper may requeue the job, and this attempt's late results are then refused by the attempt guard in SQL.
+
+Beside it, each worker (a Celery node: the parent of a prefork pool, an in-process worker) has a ``Beacon`` thread
+that keeps its row in the ``workers`` table alive, and may have it stand in on the gpu queue (see ``Beacon``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
 
 from scheduler.broker import hard_grace
+from scheduler.celery_app import FarmApp
 from scheduler.settings import MAX_RENEW_EVERY, renew_interval
+from scheduler.spec import first_line
+from storage import workers
 from storage.store import Store
 from storage.transitions import heartbeat
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -169,3 +180,137 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+STANDBY_QUEUE = "gpu"  # the queue a standby CPU worker takes while no live GPU worker consumes it
+FORGET_AFTER = timedelta(days=1)  # a worker not seen for this long leaves the workers table
+
+
+class Beacon:
+    """A worker's presence in the ``workers`` table (``storage.workers``), from a thread of its own that never waits
+    on a job: it registers the worker, then heartbeats every ``heartbeat_seconds`` (one UPDATE), and marks it
+    stopped on a clean shutdown. A database that is away costs heartbeats (said once per outage), never a job.
+
+    With ``standby`` (a CPU worker's ``--gpu-standby``) it also makes the worker consume the farm's gpu queue while
+    no live GPU worker (one with a GPU that consumes it) is registered, and stop when one appears: the worker's own
+    consumer does it, told through Celery's remote control (handled in the worker's event loop, so safe from this
+    thread). A job already taken runs to its end. Standing in starts ``2 * heartbeat_seconds`` after the worker
+    starts, so that GPU workers started with it have registered first.
+    """
+
+    def __init__(self, store: Store, app: FarmApp, name: str, queues: list[str], gpu: str | None,
+                 standby: bool = False) -> None:
+        self.store = store
+        self.app = app
+        self.settings = app.settings
+        self.name = name
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.queues = list(queues)  # as specs name them; what it consumes since it started
+        self.borrowed: list[str] = []  # queues it took while standing in, confirmed by the worker
+        self.gpu = gpu
+        self.standby = standby and STANDBY_QUEUE not in self.queues
+        self.started = time.monotonic()
+        self.registered = False
+        self._first = True  # the first registration takes over a row of the same name (a restarted worker)
+        self.failing = False  # the last write failed (the database or broker is away)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="latentfarm-heartbeat", daemon=True)
+
+    def start(self) -> Beacon:
+        self._thread.start()
+        return self
+
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop beating and mark the worker stopped (from the thread, within ``wait`` seconds)."""
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(wait)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def consumed(self) -> list[str]:
+        return self.queues + [q for q in self.borrowed if q not in self.queues]
+
+    def _run(self) -> None:
+        interval = self.settings.heartbeat_seconds
+        while True:
+            self._write(self.beat)
+            if self.standby and self.registered and time.monotonic() - self.started >= 2 * interval:
+                self._write(self.stand_in)
+            if self._stop.wait(interval):
+                break
+        if self.registered:
+            self._write(lambda: self._session(lambda s: workers.stopped(s, self.name, self.host, self.pid)))
+
+    def _session(self, fn: Callable[[Any], T]) -> T:
+        with self.store.session() as s:
+            return fn(s)
+
+    def _write(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as e:  # the database or broker is away: try again at the next beat
+            if not self.failing:
+                log.warning("worker %s: heartbeat failed (%s); retrying every %g s", self.name, first_line(e),
+                            self.settings.heartbeat_seconds)
+            self.failing = True
+        else:
+            if self.failing:
+                log.warning("worker %s: heartbeats written again", self.name)
+            self.failing = False
+
+    def beat(self) -> None:
+        """Register (once, or again when the row is gone), else heartbeat."""
+        if self.registered:
+            self.registered = self._session(lambda s: workers.heartbeat(s, self.name, self.host, self.pid,
+                                                                        self.consumed))
+            if self.registered:
+                return
+        self.registered = self._session(lambda s: self._register(s, take_over=self._first))
+        if not self.registered and not self._first:
+            log.error("worker %s: another live process has this name; this one is not in the workers table "
+                      "(give each worker its own --name)", self.name)
+        self._first = False
+
+    def _register(self, s: Any, take_over: bool) -> bool:
+        now = workers.database_now(s)
+        workers.forget(s, now - FORGET_AFTER)
+        stale = None if take_over else now - timedelta(seconds=self.settings.worker_lost_after)
+        return workers.register(s, self.name, self.host, self.pid, self.consumed, self.gpu, _version(),
+                                stale_before=stale)
+
+    def stand_in(self) -> None:
+        """Consume the gpu queue while no live GPU worker does; give it back when one does."""
+        live = self._session(lambda s: workers.live_workers(s, self.settings.worker_lost_after))
+        covered = any(w.gpu is not None and STANDBY_QUEUE in w.queues for w in live if w.name != self.name)
+        taking = STANDBY_QUEUE in self.borrowed
+        if covered == taking:  # taking while covered, or not taking while nobody covers: change
+            self._tell(not taking)
+
+    def _tell(self, take: bool) -> None:
+        queue = self.app.broker_queue(STANDBY_QUEUE)
+        with self.app.connection_for_write() as conn:
+            command = self.app.control.add_consumer if take else self.app.control.cancel_consumer
+            replies = command(queue, destination=[self.name], reply=True, timeout=5, connection=conn)
+        if not any(self.name in r for r in replies or []):
+            return  # busy (a solo worker reads its mailbox between jobs): asked again at the next beat
+        if take:
+            self.borrowed.append(STANDBY_QUEUE)
+            log.warning("worker %s: no live GPU worker consumes the gpu queue: this CPU worker takes its jobs too",
+                        self.name)
+        else:
+            self.borrowed.remove(STANDBY_QUEUE)
+            log.warning("worker %s: a GPU worker consumes the gpu queue again: this CPU worker leaves it",
+                        self.name)
+        self._session(lambda s: workers.heartbeat(s, self.name, self.host, self.pid, self.consumed))
+
+
+def _version() -> str:
+    try:
+        return version("latentfarm")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
+        return "unknown"

@@ -9,14 +9,21 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Reject
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_shutting_down
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
-from scheduler.celery_app import TASK_NAME
+from scheduler.celery_app import TASK_NAME, FarmApp
 from scheduler.errors import DatabaseUnavailable, SecretsFilter
 from scheduler.settings import Settings
 from storage.queries import MAX_ID
+from storage.workers import EVERY_QUEUE
 from workers.execute import execute_job
-from workers.monitor import monitor
+from workers.monitor import Beacon, monitor
 from workers.runtime import runtime_for
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,30 @@ def release_running_jobs(sig: Any = None, how: Any = None, **_: Any) -> None:
     released = monitor().release_all(f"its worker is shutting down ({how or 'warm'}, {sig or 'stopped'})")
     if released:
         log.warning("shutting down: %d running job(s) go back to the queue at their next check", len(released))
+
+
+@worker_init.connect
+def register_worker(sender: Any = None, **_: Any) -> None:
+    """A worker of a farm (a ``latentfarm worker`` process, an in-process worker) registers in the ``workers``
+    table and heartbeats from a thread of its own (``workers.monitor.Beacon``) until it stops. Its queues as specs
+    name them; the embedded default's worker takes every queue."""
+    app = getattr(sender, "app", None)
+    if not isinstance(app, FarmApp) or getattr(sender, "latentfarm_beacon", None) is not None:
+        return
+    if app.settings.embedded:
+        queues = [EVERY_QUEUE]
+    else:
+        queues = list(dict.fromkeys(app.spec_queue(q) for q in app.amqp.queues.consume_from))
+    beacon = Beacon(runtime_for(app).store, app, sender.hostname, queues, app.settings.gpu, app.gpu_standby)
+    sender.latentfarm_beacon = beacon.start()
+
+
+@worker_shutdown.connect
+def unregister_worker(sender: Any = None, **_: Any) -> None:
+    """A worker that stops cleanly is marked stopped (one killed is lost once its heartbeats are missed)."""
+    beacon = getattr(sender, "latentfarm_beacon", None)
+    if beacon is not None:
+        beacon.stop()
 
 
 @after_setup_logger.connect

@@ -3,7 +3,8 @@
 Human tables by default, ``--json`` (and ``--csv``) for scripts. An error is one line on stderr and an exit code
 from the one table in ``scheduler.errors``: 2 for what the user can fix (a bad spec, an unknown job), 1 for a
 service that is away. The commands live by concern: ``batches`` (submit, status, cancel, retry), ``results``
-(jobs, show, metrics, artifacts, compare, export), ``farm`` (worker, reap, scheduler, serve, db) and ``demo``.
+(jobs, show, metrics, artifacts, compare, export), ``farm`` (worker, reap, scheduler, serve, db), ``workers``,
+``reclaim`` (gc, delete) and ``demo``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 
 import click
 
-from scheduler.cli import batches, demo, farm, results
+from scheduler.cli import batches, data, demo, farm, reclaim, results, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,11 +23,12 @@ def cli() -> None:
 
     Settings come from the environment: LATENTFARM_DATABASE_URL (default sqlite:///latentfarm.db),
     LATENTFARM_BROKER_URL (default memory://: embedded, submit runs the batch in-process),
-    LATENTFARM_ARTIFACTS (default ./latentfarm-artifacts), LATENTFARM_DATA_DIR (default ~/.keras/datasets).
+    LATENTFARM_ARTIFACTS (default ./latentfarm-artifacts; or s3://bucket/prefix), LATENTFARM_DATA_DIR (default
+    ~/.keras/datasets).
     """
 
 
-for _module in (batches, results, farm, demo):
+for _module in (batches, results, farm, workers, demo, data, reclaim):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

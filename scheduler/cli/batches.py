@@ -63,10 +63,11 @@ def status(batch: int | None, limit: int, as_json: bool) -> None:
                 summary = queries.batch_summary(s, batch)
                 jobs = queries.list_jobs(s, batch_id=batch)
             click.echo(dumps({"batch": summary.batch, "status": summary.status, "counts": summary.counts,
-                              "jobs": jobs}))
+                              "jobs": jobs, "warnings": cp.warnings(batch)}))
         else:
             print_batch(cp, batch)
             _waiting_hint(cp)
+            _warn(cp.warnings(batch))
         return
     with cp.store.session() as s:
         batches = queries.list_batches(s, limit)
@@ -81,6 +82,13 @@ def status(batch: int | None, limit: int, as_json: bool) -> None:
              b.counts.get("running", 0), b.counts.get("failed", 0), ago(b.batch.created_at)) for b in batches]
     click.echo(table(["batch", "name", "status", "succeeded", "running", "failed", "created"], rows))
     _waiting_hint(cp)
+    _warn(cp.warnings())
+
+
+def _warn(warnings: list[str]) -> None:
+    """Jobs that wait on a queue no live worker consumes (``ControlPlane.warnings``), one line each on stderr."""
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
 
 
 def _waiting_hint(cp: ControlPlane) -> None:

@@ -96,7 +96,7 @@ def run_demo(out: str, epochs: int) -> None:
     for path in written[1:]:
         click.echo(f"           {path.resolve()}")
     click.echo(f"database:  {mask_secrets(settings.database_url)}")
-    click.echo(f"artifacts: {settings.artifacts_dir}")
+    click.echo(f"artifacts: {cp.store.artifacts.url}")
     click.echo(f"next:      latentfarm status {result.batch_id}   |   latentfarm show {ids['samples']}   |   "
                f"latentfarm metrics --batch {result.batch_id} --key test_accuracy")
     click.echo(f"browse:    latentfarm serve   (then http://127.0.0.1:8080/batches/{result.batch_id})")

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import click
 
+from scheduler.celery_app import FarmApp
 from scheduler.cli.common import check_schema, handles_errors, open_farm_plane, open_plane, queue_names
 from scheduler.cli.render import dumps
 from scheduler.errors import UserError
@@ -32,9 +33,12 @@ from storage.db import engine_for
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads TensorFlow may use in each job process (default: all cores; with --cpu N: "
                    "cores / N). Small models (the dream's 28x28 cnn) run fastest on 1.")
+@click.option("--gpu-standby", is_flag=True,
+              help="Also take the gpu queue's jobs while no live GPU worker consumes it, and leave it when one "
+                   "does (set for --cpu workers unless --queues is given).")
 @handles_errors
 def worker(gpus: str | None, cpus: int, queues: str | None, concurrency: int, pool: str, name: str | None,
-           loglevel: str, threads: int | None) -> None:
+           loglevel: str, threads: int | None, gpu_standby: bool) -> None:
     """Run workers that consume jobs from the broker (LATENTFARM_BROKER_URL).
 
     With --gpus and/or --cpu: one worker process per GPU and CPU slot, restarted when one dies. Without: one
@@ -55,6 +59,8 @@ def worker(gpus: str | None, cpus: int, queues: str | None, concurrency: int, po
     # docker or systemd restarts it). An embedded worker never does that to the process it runs in.
     cp = open_farm_plane(qs, owns_process=True)
     check_schema(cp)
+    if isinstance(cp.app, FarmApp):
+        cp.app.gpu_standby = gpu_standby  # read by the worker's heartbeat thread (workers.monitor.Beacon)
     consumed = ",".join(dict.fromkeys(cp.app.broker_queue(q) for q in qs))  # the farm's own names for them
     argv = ["worker", f"--queues={consumed}", f"--concurrency={concurrency}", f"--pool={pool}",
             f"--loglevel={loglevel}", f"--hostname={name or cp.settings.worker_name}", "--without-gossip",

@@ -123,14 +123,21 @@ def progress_line(snap: Snapshot) -> str:
 
 
 class ProgressPrinter:
-    """Shows snapshots: one line rewritten in place on a terminal, a line per change on a pipe."""
+    """Shows snapshots: one line rewritten in place on a terminal, a line per change on a pipe; a warning (jobs that
+    wait on a queue no live worker consumes) on a line of its own whenever the warnings change."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
         self.last = ""
+        self.warned: tuple[str, ...] = ()
 
     def __call__(self, snap: Snapshot) -> None:
+        if snap.warnings != self.warned:
+            self.warned = snap.warnings
+            for warning in snap.warnings:
+                self.out.write(("\r\033[K" if self.tty else "") + f"warning: {warning}\n")
+            self.last = ""  # the progress line again, below them
         line = progress_line(snap)
         if line != self.last:
             self.out.write("\r\033[K" + line[:200] if self.tty else line + "\n")

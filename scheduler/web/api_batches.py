@@ -1,4 +1,4 @@
-"""The API's batch routes: health, batches (list, one, submit, compare, cancel)."""
+"""The API's batch routes: health, the farm's workers, batches (list, one, submit, compare, cancel)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from scheduler.web.schemas import (
     Page,
     Problem,
     Submitted,
+    Workers,
     batch_out,
     page,
+    workers_out,
 )
 from scheduler.web.spec_parser import MAX_BODY  # the bounds on a submitted spec, and their reasons
 from storage import queries
@@ -66,6 +68,13 @@ def health(request: Request, cp: Plane) -> dict[str, Any]:
             "database": cp.store.engine.dialect.name, "writes_need_token": request.app.state.token is not None}
 
 
+@router.get("/workers", response_model=Workers, responses=ERRORS, tags=["service"])
+def list_workers(cp: Plane, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
+    """The farm's workers by name, each with its state (running, idle, lost, stopped); per queue, its jobs queued
+    and running, its live consumers and the messages waiting on the broker; and what keeps jobs waiting."""
+    return workers_out(cp.farm(limit, offset), limit, offset)
+
+
 @router.get("/batches", response_model=Page[BatchOut], responses=ERRORS, tags=["batches"])
 def list_batches(cp: Plane, limit: Limit = 50, offset: Offset = 0) -> dict[str, Any]:
     """Batches, the most recent first, with their jobs counted by status and their progress."""
@@ -77,9 +86,10 @@ def list_batches(cp: Plane, limit: Limit = 50, offset: Offset = 0) -> dict[str, 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut, responses=ERRORS, tags=["batches"])
 def get_batch(batch_id: Id, cp: Plane) -> dict[str, Any]:
-    """A batch with its spec, its jobs counted by status and its progress."""
+    """A batch with its spec, its jobs counted by status, its progress, and why some may wait for good."""
     with cp.store.session() as s:
-        return batch_out(queries.batch_summary(s, batch_id), with_spec=True)
+        summary = queries.batch_summary(s, batch_id)
+    return batch_out(summary, with_spec=True, warnings=cp.warnings(batch_id))
 
 
 SPEC_BODY = {

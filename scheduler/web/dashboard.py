@@ -2,9 +2,11 @@
 
 ``/`` lists the batches, ``/batches/{id}`` one batch, its jobs and the gallery of its images, ``/jobs/{id}`` one job
 with its metric curves (SVG drawn by ``charts``) and its images, ``/batches/{id}/compare`` a sweep's final metric per
-parameter value. The pages work without JavaScript; ``static/dashboard.js`` only refreshes the live numbers from
-the JSON API. No page loads anything from another origin. An error is a page with the status of the one table in
-``scheduler.errors`` (a missing job a 404, a bad query a 400, the database away a 503), never a 500.
+parameter value, ``/farm`` the workers and queues. A banner on the batch and farm pages says when jobs wait on a
+queue that no live worker consumes. The pages work without JavaScript; ``static/dashboard.js`` only refreshes the
+live numbers from the JSON API. No page loads anything from another origin. An error is a page with the status of
+the one table in ``scheduler.errors`` (a missing job a 404, a bad query a 400, the database away a 503), never a
+500.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ from storage.status import JobStatus
 HERE = Path(__file__).resolve().parent
 BATCHES_PER_PAGE = 20
 JOBS_PER_PAGE = 200
+WORKERS_PER_PAGE = 200
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters.update(when=views.when, seconds=views.seconds, number=views.number, size=views.size,
-                             value=views.value)
+                             value=views.value, age=views.age)
 templates.env.globals.update(STATUSES=[s.value for s in JobStatus], ACTIVE=("pending", "queued", "running"),
                              run_time=views.run_time)
 
@@ -133,7 +136,16 @@ def batch_page(request: Request, batch_id: Id,
                    jobs=shown, total_jobs=summary.total, finals=finals, page=page,
                    pages=max(1, math.ceil(summary.total / JOBS_PER_PAGE)), limit=JOBS_PER_PAGE, offset=offset,
                    metrics=metrics, params=params, swept=swept, default_metric=views.default_metric(metrics),
-                   default_by=params[0] if params else None, gallery=gallery)
+                   default_by=params[0] if params else None, gallery=gallery,
+                   warnings=_plane(request).warnings(batch_id))
+
+
+@router.get("/farm")
+def farm_page(request: Request, page: Annotated[int, Query(ge=1, le=MAX_ID // WORKERS_PER_PAGE)] = 1) -> Response:
+    offset = (page - 1) * WORKERS_PER_PAGE
+    farm = _plane(request).farm(WORKERS_PER_PAGE, offset)
+    return _render(request, "farm.html", title="Farm", farm=farm, page=page, offset=offset,
+                   pages=max(1, math.ceil(farm.total / WORKERS_PER_PAGE)))
 
 
 @router.get("/batches/{batch_id}/compare")

@@ -9,6 +9,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
+from scheduler.control import Farm
 from storage.queries import BatchSummary
 from storage.records import Artifact, Job
 
@@ -37,6 +38,8 @@ class BatchOut(BaseModel):
     no_cache: bool
     spec_path: str | None
     spec: dict[str, Any] | None = Field(None, description="the spec as submitted (only on GET /batches/{id})")
+    warnings: list[str] = Field(default_factory=list, description="why some of its jobs may wait for good: a "
+                                "queue on which they wait that no live worker consumes (only on GET /batches/{id})")
 
 
 class JobOut(BaseModel):
@@ -140,6 +143,40 @@ class Comparison(BaseModel):
     best: int = Field(description="index of the best row")
 
 
+class WorkerOut(BaseModel):
+    id: int
+    name: str = Field(description="the Celery node name, e.g. gpu0@host")
+    host: str
+    pid: int
+    queues: list[str] = Field(description="the queues it consumes now, as specs name them; * for every queue")
+    gpu: str | None
+    version: str
+    job_id: int | None = Field(description="the job it runs now")
+    started_at: datetime
+    last_seen: datetime = Field(description="its last heartbeat")
+    stopped_at: datetime | None = Field(description="when it shut down cleanly")
+    jobs_done: int
+    jobs_failed: int
+    state: Literal["running", "idle", "lost", "stopped"] = Field(
+        description="lost: no heartbeat for 3 of its intervals (killed, or cut off from the database)")
+
+
+class QueueOut(BaseModel):
+    queue: str
+    queued: int = Field(description="jobs queued in the database")
+    running: int = Field(description="jobs running in the database")
+    consumers: int = Field(description="live workers consuming it")
+    on_broker: int | None = Field(description="messages waiting on the broker; null where it cannot say")
+
+
+class Workers(Page[WorkerOut]):
+    """The farm's workers (a page, by name), every queue, and why jobs may wait for good."""
+
+    queues: list[QueueOut]
+    warnings: list[str] = Field(description="queues on which jobs wait that no live worker consumes; a broker "
+                                            "that cannot be reached")
+
+
 class Health(BaseModel):
     status: str
     version: str
@@ -166,11 +203,19 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def batch_out(summary: BatchSummary, with_spec: bool = False) -> dict[str, Any]:
+def batch_out(summary: BatchSummary, with_spec: bool = False, warnings: list[str] | None = None) -> dict[str, Any]:
     b = summary.batch
     return {"id": b.id, "name": b.name, "status": summary.status, "counts": summary.counts, "total": summary.total,
             "progress": summary.progress, "created_at": b.created_at, "no_cache": b.no_cache,
-            "spec_path": b.spec_path, "spec": b.spec if with_spec else None}
+            "spec_path": b.spec_path, "spec": b.spec if with_spec else None, "warnings": warnings or []}
+
+
+def workers_out(farm: Farm, limit: int, offset: int) -> dict[str, Any]:
+    on_broker = farm.on_broker
+    return {**page([{**vars(w.worker), "state": w.state} for w in farm.workers], farm.total, limit, offset),
+            "queues": [{**vars(q), "on_broker": None if on_broker is None else on_broker.get(q.queue)}
+                       for q in farm.queues],
+            "warnings": farm.warnings}
 
 
 def job_out(job: Job, mask: Callable[[str], str], **extra: Any) -> dict[str, Any]:

@@ -28,6 +28,11 @@ def when(t: datetime | None) -> str:
     return _utc(t).strftime("%Y-%m-%d %H:%M:%S") if t else "—"
 
 
+def age(t: datetime) -> str:
+    """How long ago ``t`` was, by this machine's clock."""
+    return seconds(max(0.0, (datetime.now(timezone.utc) - _utc(t)).total_seconds()))
+
+
 def seconds(s: float | None) -> str:
     if s is None:
         return "—"
