@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from storage import sql
 from storage.models import utcnow
-from storage.sql import ARTIFACTS, METRICS, chunks, upsert
+from storage.sql import ARTIFACTS, DATASETS, JOBS, METRICS, chunks, upsert
 
 _ARTIFACT_KEYS = ["job_id", "name"]
 _ARTIFACT_VALUES = ["uri", "sha256", "bytes", "media_type", "meta", "created_at"]
@@ -43,16 +43,37 @@ def put_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str
 
 
 def replace_artifact(session: Session, job_id: int, name: str, uri: str, sha256: str, size: int, media_type: str,
-                     meta: dict[str, Any] | None = None) -> str | None:
-    """``put_artifact``, returning the uri of the blob it replaced if no artifact refers to that blob any more
-    (the caller may then delete it: a checkpoint rewritten every epoch must not pile up blobs)."""
+                     meta: dict[str, Any] | None = None, attempt: int | None = None) -> tuple[bool, str | None]:
+    """``put_artifact``, and the uri of the blob it replaced if no artifact refers to that blob any more (the
+    caller may then delete it: a checkpoint rewritten every epoch must not pile up blobs). With ``attempt``, only
+    while that attempt of the job is running: an attempt the reaper took back (its worker was cut off) records
+    nothing. Returns (recorded, the replaced blob's uri or None)."""
+    if attempt is not None and session.scalar(select(func.count()).select_from(JOBS).where(
+            JOBS.c.id == job_id, JOBS.c.status == "running", JOBS.c.attempts == attempt)) == 0:
+        return False, None
     old = session.execute(select(ARTIFACTS.c.uri, ARTIFACTS.c.sha256)
                           .where(ARTIFACTS.c.job_id == job_id, ARTIFACTS.c.name == name)).first()
     put_artifact(session, job_id, name, uri, sha256, size, media_type, meta)
     if old is None or old.sha256 == sha256:
+        return True, None
+    return True, None if _referenced(session, old.sha256) else str(old.uri)
+
+
+def drop_artifact(session: Session, job_id: int, name: str) -> str | None:
+    """Remove the artifact ``name`` of a job (a finished training's checkpoint); returns its blob's uri if nothing
+    refers to that blob any more (no artifact, no registered dataset), for the caller to delete after commit."""
+    old = session.execute(select(ARTIFACTS.c.uri, ARTIFACTS.c.sha256)
+                          .where(ARTIFACTS.c.job_id == job_id, ARTIFACTS.c.name == name)).first()
+    if old is None:
         return None
-    still_used = session.scalar(select(func.count()).select_from(ARTIFACTS).where(ARTIFACTS.c.sha256 == old.sha256))
-    return None if still_used else str(old.uri)
+    session.execute(delete(ARTIFACTS).where(ARTIFACTS.c.job_id == job_id, ARTIFACTS.c.name == name))
+    return None if _referenced(session, old.sha256) else str(old.uri)
+
+
+def _referenced(session: Session, sha256: str) -> bool:
+    if session.scalar(select(func.count()).select_from(ARTIFACTS).where(ARTIFACTS.c.sha256 == sha256)):
+        return True
+    return bool(session.scalar(select(func.count()).select_from(DATASETS).where(DATASETS.c.sha256 == sha256)))
 
 
 def copy_results(session: Session, pairs: Iterable[tuple[int, int]]) -> None:

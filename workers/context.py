@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -13,14 +14,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from scheduler.errors import NotFound, PermanentError
+from scheduler.errors import LatentfarmError, NotFound, PermanentError
 from scheduler.settings import Settings
 from storage import queries
 from storage.events import add_event
 from storage.records import Artifact, Job
-from storage.results import put_artifact, put_metrics, replace_artifact
+from storage.results import drop_artifact, put_artifact, put_metrics, replace_artifact
 from storage.store import Store
 from workers.monitor import Watch
+
+log = logging.getLogger(__name__)
 
 
 class JobStopped(PermanentError):
@@ -58,6 +61,7 @@ class JobContext:
         self._parent_artifacts: dict[tuple[int, str], Artifact] = {}
         self._holding = False  # inside results(): writes wait for the job's completing transaction
         self._results: list[Callable[[Session], None]] = []
+        self._dropped: list[str | None] = []  # blobs to delete once the results that dropped them are committed
 
     @contextmanager
     def results(self) -> Iterator[None]:
@@ -110,9 +114,35 @@ class JobContext:
         checkpoints every epoch keeps one checkpoint in the store, not one per epoch."""
         blob = self.store.artifacts.put_file(Path(path))
         with self.store.session() as s:
-            stale = replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type, meta)
-        if stale is not None:
-            self.store.artifacts.delete(stale)
+            recorded, stale = replace_artifact(s, self.job.id, name, blob.uri, blob.sha256, blob.bytes, media_type,
+                                               meta, attempt=self.job.attempts)
+        if not recorded:  # the reaper took this attempt back (its lease ran out): another one owns the job now
+            raise JobLost(f"attempt {self.job.attempts} no longer holds the job")
+        self._delete_blob(stale, "the checkpoint it replaced")
+
+    def drop_artifact(self, name: str) -> None:
+        """Remove this job's artifact ``name`` (inside ``results()``: with the job's success) and its blob, unless
+        another row refers to that blob. A finished training's checkpoint goes this way."""
+        def drop(s: Session) -> None:
+            self._dropped.append(drop_artifact(s, self.job.id, name))
+
+        self._write(drop)
+        if not self._holding:
+            self.after_results()
+
+    def after_results(self) -> None:
+        """Delete the blobs that the job's recorded results stopped referring to (after they are committed)."""
+        dropped, self._dropped = self._dropped, []
+        for uri in dropped:
+            self._delete_blob(uri, "an artifact it dropped")
+
+    def _delete_blob(self, uri: str | None, what: str) -> None:
+        if uri is None:
+            return
+        try:
+            self.store.artifacts.delete(uri)
+        except LatentfarmError as e:  # the store is away: the blob is left for `latentfarm gc`
+            log.warning("job %s: could not delete %s (%s): left for gc", self.job.id, what, e)
 
     def own_artifact(self, name: str) -> Artifact | None:
         """This job's artifact ``name`` from an earlier attempt (a checkpoint to resume from), or None."""
@@ -186,7 +216,8 @@ class JobContext:
     def artifact_path(self, job: Job, name: str, artifact: Artifact | None = None) -> Path:
         """The local file of another job's artifact, checked against its sha256 (once per version of the file):
         NotFound if the blob is missing, ArtifactCorrupt if its bytes changed. A job never computes on a damaged
-        input, and neither error is retried: the blob stays damaged."""
+        input, and neither error is retried: the blob stays damaged. On a bucket the file is this host's cached
+        copy, downloaded once per host; a bucket that does not answer is StorageUnavailable (the job is retried)."""
         a = artifact or self.artifact(job, name)
         return self.store.artifacts.verified_path(a.uri, a.sha256, f"artifact {name!r} of job {job.name!r} "
                                                   f"(#{job.id})")

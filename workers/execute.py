@@ -17,6 +17,10 @@ Outcomes:
   nothing is recorded by this attempt.
 
 Writes that end a run wait for the database to come back for up to the lease's length.
+
+The worker's row in the ``workers`` table follows: the claim sets its ``job_id`` (in the claiming transaction), a
+success counts in ``jobs_done`` (in the completing one); any other end clears the job, and a failure counts in
+``jobs_failed``, in a write of its own that may fail without touching the job (the next heartbeat mends ``job_id``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.exceptions import Reject
+from sqlalchemy.orm import Session
 
 from core.kinds import KINDS
 from core.memory import gib
@@ -39,7 +44,7 @@ from scheduler import lifecycle
 from scheduler.broker import hard_grace
 from scheduler.errors import DatabaseUnavailable, is_transient, out_of_memory
 from scheduler.spec import first_line
-from storage import queries
+from storage import queries, workers
 from storage.events import add_event
 from storage.records import Job
 from storage.status import JobStatus
@@ -89,9 +94,26 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
     log.info("job %s (%s %s) started, attempt %s/%s", job.id, job.kind, job.name, job.attempts, job.max_attempts)
     monitor().add(watch)  # the lease is renewed until the outcome is recorded
     try:
-        return _run(rt, ctx, job, worker)
+        outcome = _run(rt, ctx, job, worker)
+    except DatabaseUnavailable as e:  # cut off from the database longer than a lease: the attempt is not ours now
+        log.warning("job %s: cannot record the outcome of attempt %s (%s): its lease runs out and the reaper hands "
+                    "the job on; this attempt's results are dropped", job.id, job.attempts, e)
+        outcome = "lost"
     finally:
         monitor().remove(watch)
+    if outcome != "succeeded":  # a success was counted with its results
+        _forget_job(rt, worker, failed=outcome == JobStatus.FAILED.value)
+    return outcome
+
+
+def _forget_job(rt: Runtime, worker: str, failed: bool) -> None:
+    """The worker's row no longer shows the job, and counts it if it failed. A write of its own, tried once: a
+    database that is away costs the worker's count, never the job."""
+    try:
+        with rt.store.session() as s:
+            workers.job_ended(s, worker, failed=failed)
+    except Exception as e:
+        log.warning("worker %s: cannot record the end of its job in the workers table: %s", worker, first_line(e))
 
 
 def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job, JobContext] | None:
@@ -105,6 +127,7 @@ def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job,
             log.info("job %s not claimed (%s): message dropped", job_id,
                      current.status.value if current else "no such job")
             return None
+        workers.job_started(s, worker, job.id)
         ctx = JobContext(rt.store, rt.settings, job, worker)
         if KINDS[job.kind].reads_results:
             ctx.read_parents(s)  # in the claiming transaction: one transaction less for jobs that read results
@@ -143,12 +166,18 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
     except BaseException:  # KeyboardInterrupt, SystemExit: the process is going, the job is not done
         _release(rt, job, "interrupted", worker)
         raise
-    done = patiently(rt, lambda: lifecycle.complete_job(rt.store, rt.app, job.id, by=worker,
-                                                       results=ctx.write_results, attempt=job.attempts),
+
+    def results(s: Session) -> None:
+        ctx.write_results(s)
+        workers.job_ended(s, worker, succeeded=True)
+
+    done = patiently(rt, lambda: lifecycle.complete_job(rt.store, rt.app, job.id, by=worker, results=results,
+                                                       attempt=job.attempts),
                      f"job {job.id}: completion")
     if not done:
         log.warning("job %s finished but attempt %s no longer holds it: result dropped", job.id, job.attempts)
         return "lost"
+    ctx.after_results()
     log.info("job %s succeeded", job.id)
     return "succeeded"
 

@@ -83,6 +83,9 @@ class Kind:
     reads_parents: bool | None = None  # its handler reads its parents' results (default: it has inputs)
     x_axis: str = "step"  # what the step of its per-step metrics counts: the dashboard's x-axis label
     gallery: tuple[str, ...] = ()  # image artifacts the dashboard shows side by side for a batch's jobs of the kind
+    # params added after results of the kind were stored: left out of the fingerprint while at their default, so
+    # those results stay reusable (a value other than the default is fingerprinted as any param)
+    late_params: tuple[str, ...] = ()
 
     @property
     def reads_results(self) -> bool:

@@ -30,6 +30,7 @@ class TrainParams(DataParams):
     learning_rate: float | None = None  # default 1e-3 (for adadelta too: Keras' default is 0.001, not the old 1.0)
     validation_split: float = 0.1  # the last fraction of the training images, held out for val_loss
     seed: int = 0  # seeds weight initialisation and shuffling
+    keep_checkpoint: bool = False  # keep checkpoint.keras (model + optimizer state) after success; default: dropped
 
     def __post_init__(self) -> None:
         # The model's defaults are filled in here, so a default left out and the same value written out are one
@@ -72,5 +73,5 @@ def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callabl
 KINDS = (
     Kind("train", TrainParams, "gpu", "trains an autoencoder (conv_ae, pool_ae, face_ae) or the cnn classifier",
          handler="workers.handlers.train:run_train", memory=memory, x_axis="epoch",
-         gallery=("reconstructions.png",)),
+         gallery=("reconstructions.png",), late_params=("keep_checkpoint",)),
 )

@@ -60,7 +60,7 @@ def test_submit_returns_at_once_and_worker_processes_run_the_batch(tmp_path: Pat
         "  - name: ae\n"
         "    kind: train\n"
         "    needs: first\n"
-        "    params: {dataset: digits, epochs: 1, limit: 300, batch_size: 64, z_dim: 4}\n"
+        "    params: {dataset: digits, epochs: 1, limit: 300, batch_size: 64, z_dim: 4, keep_checkpoint: true}\n"
         "  - {name: last, kind: noop, needs: [fan, ae]}\n")
     started = time.monotonic()
     submitted = json.loads(run(["submit", str(spec), "--json"], tmp_path, env).stdout)

@@ -61,7 +61,8 @@ def test_fingerprint_ignores_param_order_and_parent_order() -> None:
 DATA_VALUES = {"dataset": "mnist", "limit": 100, "image_size": 64, "color": "rgb", "test_size": 0.3}
 OTHER_VALUES = {
     "train": {**DATA_VALUES, "model": "pool_ae", "epochs": 11, "batch_size": 64, "z_dim": 32, "filters": [32, 64, 64],
-              "loss": "mse", "optimizer": "sgd", "learning_rate": 0.01, "validation_split": 0.2, "seed": 1},
+              "loss": "mse", "optimizer": "sgd", "learning_rate": 0.01, "validation_split": 0.2, "seed": 1,
+              "keep_checkpoint": True},
     "encode": {**DATA_VALUES, "batch_size": 64},
     "sample": {"sampler": "normal", "n": 10, "k_sigma": 1.0, "steps": 3, "grid": 9, "seed": 1},
     "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "k": [2, 3], "algorithm": "minibatch", "n_init": 3,
@@ -162,6 +163,13 @@ GOLDEN = {
     "dream_tile": "6168d08a1df7797bb9545bde3ab7be677b3e02ed95931bb05f8ea8cb603c9839",
     "dream_merge": "5cb538bc939fb9fe388fd2e3bdd83f0ee288edcb8de2382a8dbfec2a0da25fd9",
 }
+
+
+def test_a_late_param_at_its_default_leaves_the_fingerprint_as_it_was() -> None:
+    """Results stored before ``keep_checkpoint`` existed are still found by a job that leaves it at its default."""
+    before = {k: v for k, v in TRAIN.items() if k != "keep_checkpoint"}
+    assert fingerprint("train", before, [], "d") == fingerprint("train", {**before, "keep_checkpoint": False}, [], "d")
+    assert fingerprint("train", before, [], "d") != fingerprint("train", {**before, "keep_checkpoint": True}, [], "d")
 
 
 def test_fingerprint_golden_values() -> None:

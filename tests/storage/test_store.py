@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from storage import batches, cancel, graph, migrate, queries, results, sql, transitions
-from storage.artifacts import ArtifactStore
+from storage.artifacts import DirectoryStore
 from storage.errors import ArtifactCorrupt, NotFound
 from storage.models import EventRow
 from storage.records import NewJob
@@ -197,6 +197,28 @@ def test_metrics_are_replaced_per_key_and_step(store: Store) -> None:
     assert got == [(1, 0.45), (2, 0.4)]
 
 
+def test_a_checkpoint_is_replaced_only_by_the_running_attempt_and_dropped_when_unshared(store: Store) -> None:
+    _, ids = _batch(store, ["a", "b"], [])
+    jid = ids["a"]
+    with store.session() as s:
+        assert transitions.transition(s, jid, JobStatus.PENDING, JobStatus.QUEUED)
+    with store.session() as s:
+        assert transitions.claim(s, jid, "w1", 30) is not None  # attempt 1
+        assert results.replace_artifact(s, jid, "ck", "u1", "s1", 1, "x", attempt=1) == (True, None)
+        assert results.replace_artifact(s, jid, "ck", "u2", "s2", 1, "x", attempt=1) == (True, "u1")  # unshared
+        results.put_artifact(s, ids["b"], "copy", "u2", "s2", 1, "x")  # another job shares blob s2
+        assert results.replace_artifact(s, jid, "ck", "u3", "s3", 1, "x", attempt=1) == (True, None)
+        # attempt 1 lost the job to attempt 2 (its lease ran out): it records nothing
+        assert transitions.transition(s, jid, JobStatus.RUNNING, JobStatus.QUEUED)
+        assert transitions.claim(s, jid, "w2", 30) is not None
+        assert results.replace_artifact(s, jid, "ck", "u4", "s4", 1, "x", attempt=1) == (False, None)
+        assert results.drop_artifact(s, jid, "ck") == "u3"  # with the success: s3 is no one else's
+        assert results.drop_artifact(s, jid, "ck") is None
+        assert results.drop_artifact(s, ids["b"], "copy") == "u2"
+    with store.session() as s:
+        assert queries.job_artifacts(s, jid) == [] and queries.job_artifacts(s, ids["b"]) == []
+
+
 def test_cache_lookup_points_to_the_job_that_did_the_work(store: Store) -> None:
     _, first = _batch(store, ["a"], [], fp="same")
     with store.session() as s:
@@ -232,7 +254,7 @@ def test_missing_rows_raise_not_found(store: Store) -> None:
 
 
 def test_artifact_store_is_content_addressed_and_verified(tmp_path: Path) -> None:
-    store = ArtifactStore(tmp_path / "a")
+    store = DirectoryStore(tmp_path / "a")
     one = store.put_bytes(b"hello")
     again = store.put_bytes(b"hello")
     assert one == again and one.bytes == 5

@@ -76,6 +76,7 @@ class StubContext(JobContext):
         blobs.parents[job.id] = list(parents or [])
         self.metric_rows: dict[tuple[str, int], float] = {}
         self.recorded: dict[str, tuple[Artifact, bytes]] = {}
+        self.dropped: list[tuple[str, Artifact, bytes]] = []  # what the job recorded, then dropped on success
         self.progress_log: list[tuple[float, str | None]] = []
 
     # -- what the real context writes to the store --
@@ -96,6 +97,10 @@ class StubContext(JobContext):
     def checkpoint_file(self, name: str, path: str | os.PathLike[str], media_type: str,
                         meta: dict[str, Any] | None = None) -> None:
         self.artifact_file(name, path, media_type, meta)
+
+    def drop_artifact(self, name: str) -> None:
+        self.dropped.append((name, *self.recorded.pop(name)))
+        self.blobs.by_job.get(self.job.id, {}).pop(name, None)
 
     def own_artifact(self, name: str) -> Artifact | None:
         found = self.blobs.by_job.get(self.job.id, {}).get(name)

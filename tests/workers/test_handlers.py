@@ -35,7 +35,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The trained models and the encoded latents, shared by the tests of this module."""
     blobs = Blobs(tmp_path_factory.mktemp("blobs"))
     ae_ctx, ae = run(blobs, "ae", "train", {**DIGITS, "model": "conv_ae", "z_dim": 3, "filters": [4, 8, 8],
-                                            "epochs": 2})
+                                            "epochs": 2, "keep_checkpoint": True})
     cnn_ctx, cnn = run(blobs, "cnn", "train", {**DIGITS, "model": "cnn", "filters": [4, 8], "epochs": 1})
     enc_ctx, enc = run(blobs, "enc", "encode", {}, parents=[ae])
     return {"blobs": blobs, "ae": ae, "ae_ctx": ae_ctx, "cnn": cnn, "cnn_ctx": cnn_ctx, "enc": enc, "enc_ctx": enc_ctx}
@@ -54,7 +54,7 @@ def test_noop_records_its_value_and_fails_as_asked(tmp_path: Path) -> None:
     assert ("value", 0) in ctx.metric_rows
 
 
-def test_train_records_epochs_the_model_a_checkpoint_and_reconstructions(chain: dict[str, Any]) -> None:
+def test_train_records_epochs_the_model_reconstructions_and_a_checkpoint_if_asked(chain: dict[str, Any]) -> None:
     ae = chain["ae_ctx"]
     assert ae.steps("loss") == ae.steps("val_loss") == [1, 2]
     assert {"test_bce", "test_mse", "test_loss"} <= {k for k, step in ae.metric_rows if step == 0}
@@ -65,7 +65,9 @@ def test_train_records_epochs_the_model_a_checkpoint_and_reconstructions(chain: 
         assert png.height > 2 * 28
     cnn = chain["cnn_ctx"]
     assert 0 <= cnn.metric_rows[("test_accuracy", 0)] <= 1
-    assert "reconstructions.png" not in cnn.recorded
+    assert set(cnn.recorded) == {"model.keras"}  # no reconstructions; its checkpoint dropped with its success
+    assert [(name, a.meta) for name, a, _ in cnn.dropped] == [("checkpoint.keras", {"epoch": 1, "model": "cnn"})]
+    assert not ae.dropped  # keep_checkpoint: true
 
 
 def test_train_resumes_from_its_checkpoint(chain: dict[str, Any]) -> None:

@@ -3,7 +3,9 @@ autoencoder, a PNG of test images above their reconstructions.
 
 Every epoch is checkpointed to the artifact store (``checkpoint.keras``: the model with its optimizer state, and
 the epoch in its meta). A later attempt of the job (the reaper requeued it after its worker died, or it was
-retried) resumes from there: it trains the remaining epochs only, and rewrites no earlier epoch's metrics.
+retried) resumes from there: it trains the remaining epochs only, and rewrites no earlier epoch's metrics. An
+attempt that lost the job records no checkpoint. The checkpoint is dropped with the job's success unless the job
+says ``keep_checkpoint: true`` (to train it further later).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def run_train(ctx: JobContext, params: TrainParams) -> None:
         if result.originals is not None and result.reconstructions is not None:
             png = comparison_grid_png(result.originals, result.reconstructions)
             ctx.artifact_bytes("reconstructions.png", png, "image/png", {"rows": ["test images", "reconstructions"]})
+        if not params.keep_checkpoint:  # the model plus its optimizer state: about twice model.keras
+            ctx.drop_artifact(CHECKPOINT)
 
 
 def _resume_point(ctx: JobContext, params: TrainParams) -> tuple[str, int] | None:
