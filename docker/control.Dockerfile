@@ -14,7 +14,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
     LATENTFARM_ARTIFACTS=/srv/latentfarm/artifacts \
-    LATENTFARM_DATA_DIR=/srv/latentfarm/data
+    LATENTFARM_DATA_DIR=/srv/latentfarm/data \
+    LATENTFARM_CACHE_DIR=/srv/latentfarm/cache/blobs
 
 WORKDIR /opt/latentfarm/src
 COPY pyproject.toml README.md ./
@@ -30,10 +31,11 @@ RUN set -eux; \
     python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)"; \
     latentfarm --version
 
-# A non-root user owning the mount points: a named volume mounted there starts with this ownership.
+# A non-root user owning the mount points: a named volume mounted there starts with this ownership (the
+# read cache of a bucket's blobs, LATENTFARM_CACHE_DIR, is one in docker-compose.yml).
 RUN set -eux; \
     useradd --create-home --uid "${UID}" --user-group --shell /bin/sh latentfarm; \
-    mkdir -p /srv/latentfarm/artifacts /srv/latentfarm/data /srv/latentfarm/examples; \
+    mkdir -p /srv/latentfarm/artifacts /srv/latentfarm/data /srv/latentfarm/cache /srv/latentfarm/examples; \
     chown -R latentfarm:latentfarm /srv/latentfarm
 
 USER latentfarm

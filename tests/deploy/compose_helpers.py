@@ -131,28 +131,115 @@ def _target(volume: str | dict[str, Any]) -> str:
     return volume.split(":")[1] if isinstance(volume, str) else str(volume["target"])
 
 
-_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}|\$(\w+)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_OPERATORS = (":-", ":?", ":+", "-", "?", "+")
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
-    """Compose's variable interpolation: ``${VAR}``, ``${VAR:-default}``, ``${VAR:?error}``, ``$$``."""
+    """Compose's variable interpolation: ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:?error}``, ``${VAR?error}``, ``${VAR:+alt}``, ``${VAR+alt}``, nested (``${A-http://${B}:9000}``), ``$$``.
+    A required variable that is missing raises KeyError naming it. A default is read only when it is used."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if not value.startswith("$", i):
+            out.append(value[i])
+            i += 1
+        elif value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("${", i):
+            end = _closing(value, i + 2)
+            out.append(_braced(value[i + 2:end], env))
+            i = end + 1
+        elif m := _NAME.match(value, i + 1):
+            out.append(env.get(m.group(0), ""))
+            i = m.end()
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
 
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1) or m.group(4)
-        op, arg = m.group(2), m.group(3)
-        got = env.get(name)
-        unset = got is None or (got == "" and op is not None and op.startswith(":"))
-        if op and op.endswith("?") and unset:
-            raise KeyError(f"{name}: {arg}")
-        if op and op.endswith("-") and unset:
-            return arg
-        return got or ""
 
-    return _VARIABLE.sub(one, value)
+def _closing(value: str, start: int) -> int:
+    """The index of the ``}`` that closes the ``${`` opened just before ``start``."""
+    depth, i = 1, start
+    while i < len(value):
+        if value.startswith("$$", i):
+            i += 2
+            continue
+        if value.startswith("${", i):
+            depth, i = depth + 1, i + 2
+            continue
+        if value[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unclosed ${{ in {value!r}")
+
+
+def _braced(inner: str, env: dict[str, str]) -> str:
+    m = _NAME.match(inner)
+    if m is None:
+        raise ValueError(f"not a variable: ${{{inner}}}")
+    name, rest = m.group(0), inner[m.end():]
+    op = next((o for o in _OPERATORS if rest.startswith(o)), None)
+    if op is None:
+        if rest:
+            raise ValueError(f"not a variable: ${{{inner}}}")
+        return env.get(name, "")
+    arg = rest[len(op):]
+    got = env.get(name)
+    unset = got is None or (got == "" and op.startswith(":"))
+    if op.endswith("?") and unset:
+        raise KeyError(f"{name}: {interpolate(arg, env)}")
+    if op.endswith("-") and unset:
+        return interpolate(arg, env)
+    if op.endswith("+"):
+        return "" if unset else interpolate(arg, env)
+    return got or ""
 
 
 def variables(text: str) -> set[str]:
-    """The names of the variables a Compose file interpolates."""
-    return {m.group(1) or m.group(4) for m in _VARIABLE.finditer(text) if m.group(0) != "$$"}
+    """The names of the variables a Compose file interpolates, nested ones included."""
+    return {m.group(1) or m.group(2) for m in re.finditer(r"\$\$|\$\{(\w+)|\$(\w+)", text) if m.group(0) != "$$"}
+
+
+def body(path: Path) -> str:
+    """The file's text without its comment lines: what Compose interpolates."""
+    return "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+
+
+def header(path: Path) -> str:
+    """The file's leading comment block, with the comment marks removed."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines)
+
+
+def documented_data_add(path: Path) -> tuple[str, list[str]]:
+    """The target of the file that the header's `docker compose run ... -v "$PWD/F:TARGET:ro" scheduler data add
+    ...` mounts, and the CLI arguments of that command (after ``latentfarm``)."""
+    m = re.search(r'-v "\$PWD/[^:"]+:([^:"]+):ro" \\\n\s*scheduler (data add [^#\n]*?)\s*(?:#|$)', header(path), re.M)
+    assert m, f"{path.name}: the header shows no `docker compose run ... scheduler data add ...`"
+    return m.group(1), shlex.split(m.group(2))
+
+
+def named_volume_users(services: dict[str, dict[str, Any]], volumes: dict[str, Any]) -> dict[str, list[str]]:
+    """Each named volume of the file -> the services that mount it."""
+    users: dict[str, list[str]] = {name: [] for name in volumes}
+    for name, svc in services.items():
+        for source in mounts(svc).values():
+            if source in users:
+                users[source].append(name)
+    return users
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Target -> host path of a service's bind mounts (a source that is a path, not a volume's name)."""
+    return {target: source for target, source in mounts(service).items()
+            if source.startswith((".", "/", "~", "$"))}

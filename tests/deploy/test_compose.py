@@ -1,4 +1,5 @@
-"""The deployment files: docker-compose.yml is a valid Compose file and wires the farm as the code expects.
+"""The deployment files: docker-compose.yml is a valid Compose file and wires the farm as the code expects: the
+services share nothing but the network (artifacts and datasets in MinIO's bucket, a read cache per service).
 
 Validation uses the Compose specification's JSON schema vendored in ``check-jsonschema`` (offline, no Docker
 engine needed); the structural checks read the file with PyYAML, anchors and merge keys resolved. Each
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -19,21 +21,32 @@ from tests.deploy.compose_helpers import (
     COMPOSE,
     REPO,
     argv,
+    bind_mounts,
+    body,
     check_jsonschema,
     dockerfile_of,
+    documented_data_add,
     environment,
     instructions,
     invocation,
     mounts,
+    named_volume_users,
     option,
+    variables,
 )
 
 LATENTFARM_SERVICES = ("migrate", "scheduler", "api", "worker-gpu", "worker-cpu")
 WORKERS = ("worker-gpu", "worker-cpu")
+CACHED = (*WORKERS, "api")  # the services that read blobs through a cache volume of their own
 EXPECTED_ENV = {
     "LATENTFARM_DATABASE_URL": "postgresql+psycopg://latentfarm:latentfarm@postgres:5432/latentfarm",
     "LATENTFARM_BROKER_URL": "redis://redis:6379/0",
-    "LATENTFARM_ARTIFACTS": "/srv/latentfarm/artifacts",
+    "LATENTFARM_ARTIFACTS": "s3://latentfarm/artifacts",
+    "LATENTFARM_S3_ENDPOINT": "http://minio:9000",
+    "AWS_ACCESS_KEY_ID": "latentfarm",
+    "AWS_SECRET_ACCESS_KEY": "latentfarm-dev",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "LATENTFARM_CACHE_DIR": "/srv/latentfarm/cache/blobs",
     "LATENTFARM_DATA_DIR": "/srv/latentfarm/data",
     "LATENTFARM_LEASE_SECONDS": "60",
 }
@@ -91,31 +104,92 @@ def test_no_obsolete_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) >= {"redis", "postgres", "migrate", "scheduler", "worker-gpu", "worker-cpu", "flower"}
+    assert set(services) >= {"redis", "postgres", "minio", "bucket", "migrate", "scheduler", "worker-gpu",
+                             "worker-cpu", "flower"}
     assert services["redis"]["image"].startswith("redis:7")
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["flower"]["image"].startswith("mher/flower")
 
 
 @pytest.mark.parametrize("name", LATENTFARM_SERVICES)
-def test_every_latentfarm_service_shares_env_and_volumes(services: dict[str, dict[str, Any]],
-                                                         compose: dict[str, Any], name: str) -> None:
-    svc = services[name]
-    env = environment(svc)
+def test_every_latentfarm_service_shares_the_settings(services: dict[str, dict[str, Any]], name: str) -> None:
+    env = environment(services[name])
     assert {k: env.get(k) for k in EXPECTED_ENV} == EXPECTED_ENV
     assert env.get("TF_CPP_MIN_LOG_LEVEL") == "2"
-    m = mounts(svc)
-    for var in ("LATENTFARM_ARTIFACTS", "LATENTFARM_DATA_DIR"):
-        source = m.get(EXPECTED_ENV[var])
-        assert source in compose["volumes"], f"{name}: {var} is not on a shared named volume"
-    assert m[EXPECTED_ENV["LATENTFARM_ARTIFACTS"]] != m[EXPECTED_ENV["LATENTFARM_DATA_DIR"]]
+    assert env["LATENTFARM_ARTIFACTS"].startswith("s3://")
+    # the bucket is reached over the compose network: nothing of the store is mounted
+    assert not set(mounts(services[name])) & {"/srv/latentfarm/artifacts", EXPECTED_ENV["LATENTFARM_DATA_DIR"]}
 
 
-def test_shared_volumes_are_the_same_everywhere(services: dict[str, dict[str, Any]]) -> None:
-    artifacts, data = EXPECTED_ENV["LATENTFARM_ARTIFACTS"], EXPECTED_ENV["LATENTFARM_DATA_DIR"]
-    sources = {name: (mounts(services[name])[artifacts], mounts(services[name])[data])
-               for name in LATENTFARM_SERVICES}
-    assert len(set(sources.values())) == 1, sources
+def test_no_artifact_or_data_volume_anywhere(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    assert not {"artifacts", "data"} & set(compose["volumes"])
+    for name, svc in services.items():
+        for target, source in mounts(svc).items():
+            assert "artifacts" not in target and not target.startswith(EXPECTED_ENV["LATENTFARM_DATA_DIR"]), \
+                f"{name} mounts {source} at {target}"
+
+
+def test_no_volume_is_shared_between_services(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    users = named_volume_users(services, compose["volumes"])
+    assert all(len(names) == 1 for names in users.values()), users  # and none is declared and left unused
+
+
+def test_the_only_bind_mount_is_the_schedulers_examples(services: dict[str, dict[str, Any]]) -> None:
+    binds = {name: bind_mounts(svc) for name, svc in services.items() if bind_mounts(svc)}
+    assert binds == {"scheduler": {"/srv/latentfarm/examples": "./examples"}}
+    assert "./examples:/srv/latentfarm/examples:ro" in services["scheduler"]["volumes"]  # read-only
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_each_reader_of_blobs_keeps_its_own_cache(services: dict[str, dict[str, Any]], compose: dict[str, Any],
+                                                  name: str) -> None:
+    cache = Path(environment(services[name])["LATENTFARM_CACHE_DIR"])
+    # the cache and the registered folders extracted beside it (datasets/, in the cache dir's parent)
+    source = mounts(services[name]).get(str(cache.parent), "")
+    assert source in compose["volumes"], f"{name}: {cache.parent} is not on a named volume"
+    assert named_volume_users(services, compose["volumes"])[source] == [name]
+
+
+def test_minio(services: dict[str, dict[str, Any]], compose: dict[str, Any]) -> None:
+    minio = services["minio"]
+    assert re.fullmatch(r"quay\.io/minio/minio:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", minio["image"])  # pinned
+    args = argv(minio["command"])
+    assert args[:2] == ["server", "/data"] and option(args, "--console-address") == ":9001"
+    assert mounts(minio).get("/data") in compose["volumes"]
+    assert argv(minio["healthcheck"]["test"]) == ["CMD", "mc", "ready", "local"]
+    assert str(minio["restart"]) == "unless-stopped"
+    env = environment(minio)
+    # the root credentials are the ones every latentfarm service signs its requests with
+    assert (env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"]) == \
+        (EXPECTED_ENV["AWS_ACCESS_KEY_ID"], EXPECTED_ENV["AWS_SECRET_ACCESS_KEY"])
+    assert len(env["MINIO_ROOT_USER"]) >= 3 and len(env["MINIO_ROOT_PASSWORD"]) >= 8  # or MinIO refuses to start
+    # the S3 API on the compose network only, like PostgreSQL and Redis; the console on loopback
+    assert minio["ports"] == ["127.0.0.1:9001:9001"]
+
+
+def test_the_endpoint_is_the_minio_service(services: dict[str, dict[str, Any]]) -> None:
+    endpoint = urlsplit(EXPECTED_ENV["LATENTFARM_S3_ENDPOINT"])
+    assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "minio", 9000)
+    assert endpoint.hostname in services
+
+
+def test_the_bucket_service_creates_the_artifact_stores_bucket(services: dict[str, dict[str, Any]]) -> None:
+    from storage.artifacts import parse_bucket
+
+    bucket = services["bucket"]
+    assert re.fullmatch(r"quay\.io/minio/mc:RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", bucket["image"])  # pinned
+    assert "entrypoint" not in bucket  # the image's: mc
+    args = argv(bucket["command"])
+    assert args[0] == "mb" and "--ignore-existing" in args  # a second `up` finds it there and succeeds
+    alias, name = args[-1].split("/", 1)
+    assert name == parse_bucket(EXPECTED_ENV["LATENTFARM_ARTIFACTS"])[0]
+    # mc reads the server and the credentials of ALIAS from MC_HOST_<ALIAS>
+    url = urlsplit(environment(bucket)[f"MC_HOST_{alias}"])
+    endpoint = urlsplit(EXPECTED_ENV["LATENTFARM_S3_ENDPOINT"])
+    assert (url.scheme, url.hostname, url.port) == (endpoint.scheme, endpoint.hostname, endpoint.port)
+    assert (url.username, url.password) == (EXPECTED_ENV["AWS_ACCESS_KEY_ID"], EXPECTED_ENV["AWS_SECRET_ACCESS_KEY"])
+    assert bucket["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert str(bucket["restart"]) == "no"
 
 
 def test_the_env_anchor_matches_the_services(compose: dict[str, Any]) -> None:
@@ -125,14 +199,21 @@ def test_the_env_anchor_matches_the_services(compose: dict[str, Any]) -> None:
 
 def test_the_settings_read_that_environment() -> None:
     from scheduler.settings import Settings
+    from storage.s3store import S3Store
 
     s = Settings.from_env(EXPECTED_ENV)
     assert not s.embedded
     assert (s.database_url, s.broker_url) == (EXPECTED_ENV["LATENTFARM_DATABASE_URL"],
                                               EXPECTED_ENV["LATENTFARM_BROKER_URL"])
-    assert str(s.artifacts_dir) == EXPECTED_ENV["LATENTFARM_ARTIFACTS"]
+    assert s.artifacts == EXPECTED_ENV["LATENTFARM_ARTIFACTS"] and s.artifacts_dir is None  # a bucket
+    assert s.s3_endpoint == EXPECTED_ENV["LATENTFARM_S3_ENDPOINT"]
+    assert str(s.cache_dir) == EXPECTED_ENV["LATENTFARM_CACHE_DIR"]
     assert str(s.data_dir) == EXPECTED_ENV["LATENTFARM_DATA_DIR"]
     assert s.lease_seconds == float(EXPECTED_ENV["LATENTFARM_LEASE_SECONDS"])
+    assert EXPECTED_ENV["AWS_SECRET_ACCESS_KEY"] in s.secrets  # masked in errors and logs
+    store = s.artifact_store()  # its client is made on first use: nothing is sent here
+    assert isinstance(store, S3Store)
+    assert (store.bucket, store.prefix, store.endpoint) == ("latentfarm", "artifacts", "http://minio:9000")
 
 
 def test_broker_and_database_hosts_are_services(services: dict[str, dict[str, Any]]) -> None:
@@ -167,11 +248,12 @@ def test_migrate_runs_db_upgrade_once_after_postgres(services: dict[str, dict[st
     assert m["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-@pytest.mark.parametrize("name", ["scheduler", *WORKERS])
-def test_depends_on_a_successful_migration(services: dict[str, dict[str, Any]], name: str) -> None:
+@pytest.mark.parametrize("name", ["scheduler", "api", *WORKERS])
+def test_depends_on_a_successful_migration_and_the_bucket(services: dict[str, dict[str, Any]], name: str) -> None:
     deps = services[name]["depends_on"]
     assert deps["migrate"]["condition"] == "service_completed_successfully"
     assert deps["redis"]["condition"] == "service_healthy"
+    assert deps["bucket"]["condition"] == "service_completed_successfully"  # which waits for MinIO's health
 
 
 def test_scheduler(services: dict[str, dict[str, Any]]) -> None:
@@ -255,6 +337,19 @@ def test_every_referenced_dockerfile_exists(services: dict[str, dict[str, Any]])
         context = REPO / build.get("context", ".")
         assert (context / "pyproject.toml").is_file(), f"{name}: the build context is not the repository"
         assert dockerfile_of(services[name]).is_file(), f"{name}: {dockerfile_of(services[name])} is missing"
+
+
+def test_the_documented_data_add_registers_a_dataset(services: dict[str, dict[str, Any]]) -> None:
+    # the header's `docker compose run ... scheduler data add NAME PATH`: the CLI accepts it, and PATH is the
+    # mounted file, inside LATENTFARM_DATA_DIR (`data add` reads files there or in the working directory only)
+    target, args = documented_data_add(COMPOSE)
+    path, params = invocation(args)
+    assert path == ["data", "add"] and params["path"] == target
+    assert Path(target).parent == Path(environment(services["scheduler"])["LATENTFARM_DATA_DIR"])
+
+
+def test_the_file_needs_no_variable() -> None:
+    assert variables(body(COMPOSE)) == set()  # the single-machine file runs as it is
 
 
 def test_bind_mounts_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -372,6 +467,20 @@ def test_dockerfiles_run_latentfarm_as_a_user(name: str) -> None:
     assert 'ENTRYPOINT ["latentfarm"]' in lines
     text = "\n".join(lines)
     assert "/srv/latentfarm/artifacts" in text and "/srv/latentfarm/data" in text  # owned mount points
+
+
+@pytest.mark.parametrize("name", CACHED)
+def test_the_cache_volume_starts_owned_by_the_user(services: dict[str, dict[str, Any]], name: str) -> None:
+    # an empty named volume takes the ownership of the image's directory it is mounted on: the image must create
+    # that directory and hand it to its user, or the cache is root's and every download fails
+    target = next(t for t, source in mounts(services[name]).items() if source.endswith("-cache"))
+    lines = instructions(dockerfile_of(services[name]))
+    made = [line for line in lines if line.startswith("RUN ") and "mkdir -p" in line]
+    assert any(target in re.split(r"[\s;]+", line) and "chown -R latentfarm:latentfarm /srv/latentfarm" in line
+               for line in made), f"{dockerfile_of(services[name]).name} does not create {target} for its user"
+    assert target == str(Path(EXPECTED_ENV["LATENTFARM_CACHE_DIR"]).parent)
+    env = [line for line in lines if line.startswith("ENV ")]
+    assert any(f"LATENTFARM_CACHE_DIR={EXPECTED_ENV['LATENTFARM_CACHE_DIR']}" in line for line in env)
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
