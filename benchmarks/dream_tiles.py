@@ -19,7 +19,9 @@ workers started and warmed up (TensorFlow imported, the cnn loaded) before: what
 farm phase gets a fresh store and trains the cnn (seeded, so every phase has the same weights) in its warm-up
 batch; the timed batches get the cnn as a cache hit. Every farm dream's final image is compared with the
 in-process one (max abs difference). Needs Redis and PostgreSQL for the ``redis`` backend
-(LATENTFARM_TEST_REDIS_HOST/PORT/DB, LATENTFARM_TEST_PG_URL as in the tests; Redis db 13 is flushed).
+(LATENTFARM_TEST_REDIS_HOST/PORT/DB, LATENTFARM_TEST_PG_URL as in the tests; the Redis database, 13 unless
+LATENTFARM_TEST_REDIS_DB names another, is flushed). ``benchmarks/dream_stores.py`` runs the batch on the same
+Redis + PostgreSQL farm (``redis_farm``) with its artifacts in a directory and in an S3 bucket.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -164,7 +168,8 @@ def finals(cp: ControlPlane, batch: int) -> dict[tuple[str, int], np.ndarray]:
                     dream = j.name.rsplit("/", 3)[0]  # <dream>/i<it>/L<level>/merge
                     first = next(t for t in jobs if t.name == f"{dream}/i0/L0/t0")
                     key = (first.params["image"], int(first.params["map"]))
-                    out[key] = np.load(cp.store.artifacts.path_of(arts["final.npy"].uri))
+                    final = arts["final.npy"]
+                    out[key] = np.load(cp.store.artifacts.verified_path(final.uri, final.sha256, "final.npy"))
     return out
 
 
@@ -172,7 +177,7 @@ def cnn_path(cp: ControlPlane, batch: int) -> Path:
     with cp.store.session() as s:
         cnn = next(j for j in queries.list_jobs(s, batch_id=batch) if j.kind == "train")
         art = next(a for a in queries.job_artifacts(s, cnn.id) if a.name == "model.keras")
-    return cp.store.artifacts.path_of(art.uri)
+    return cp.store.artifacts.verified_path(art.uri, art.sha256, "model.keras")
 
 
 def in_process(model_file: Path, args: argparse.Namespace, dreams: list[tuple[str, int]]) -> tuple[float, dict]:
@@ -225,13 +230,54 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+@contextmanager
+def redis_farm(workers: int, work: Path, warm: dict[str, Any],
+               store_env: dict[str, str] | None = None) -> Iterator[tuple[ControlPlane, int]]:
+    """A Redis + PostgreSQL farm (a fresh schema, the Redis database flushed) with ``workers`` `latentfarm worker`
+    processes started in ``work`` and warmed up on the spec ``warm`` until each has run a tile (TensorFlow
+    imported, the cnn loaded). Yields the control plane and the warm-up batch's id. The artifacts go to
+    ``work/artifacts`` unless ``store_env`` (added to the workers' environment) names another store with
+    LATENTFARM_ARTIFACTS (and LATENTFARM_S3_ENDPOINT); the control plane reads a bucket through a cache of its own
+    in ``work``, so that the workers' LATENTFARM_CACHE_DIR counts only their downloads."""
+    import redis
+
+    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    with pg_schema() as db:
+        env = {**os.environ, "LATENTFARM_DATABASE_URL": db, "LATENTFARM_BROKER_URL": broker,
+               "LATENTFARM_ARTIFACTS": str(work / "artifacts"), "LATENTFARM_DATA_DIR": str(work.parent),
+               **(store_env or {})}
+        settings = Settings(database_url=db, broker_url=broker, artifacts=env["LATENTFARM_ARTIFACTS"],
+                            s3_endpoint=env.get("LATENTFARM_S3_ENDPOINT"), cache_dir=work / "control-plane-cache",
+                            data_dir=work.parent)
+        cp = ControlPlane.open(settings, upgrade=True)
+        procs = start_workers(workers, env, work)
+        try:
+            for attempt in range(5):  # until every worker has run a tile (TensorFlow imported, the cnn loaded)
+                _, warm_batch = submit_and_wait(cp, {**warm, "batch": f"{warm['batch']}-{attempt}"} if attempt
+                                                else warm, work)
+                if len({j.worker for j in tile_jobs(cp, warm_batch)}) == workers:
+                    break
+                warm = {**warm, "jobs": [warm["jobs"][0], {**warm["jobs"][1], "params": {
+                    **warm["jobs"][1]["params"], "epsilon": 0.05 + 0.01 * (attempt + 1)}}]}
+            yield cp, warm_batch
+        finally:
+            stop_workers(procs)
+            redis.Redis.from_url(broker).flushdb()
+
+
+def warm_spec(name: str, workers: int, args: argparse.Namespace, images: list[Path]) -> dict[str, Any]:
+    """The warm-up batch: a small dream with at least two tiles per worker, and the cnn's training."""
+    return spec(name, args, [images[0]], [0, 1, 2, 5][:max(2, workers * 2)], levels=1, iterations=1, size=112,
+                epochs=2)
+
+
 def phase(backend: str, workers: int, args: argparse.Namespace, tmp: Path, images: list[Path],
           runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Warm up a farm, then time the single dream and the batch on it."""
     work = tmp / f"{backend}-{workers}"
     work.mkdir()
-    warm = spec(f"warm-{backend}-{workers}", args, [images[0]], [0, 1, 2, 5][:max(2, workers * 2)],
-                levels=1, iterations=1, size=112, epochs=2)
+    warm = warm_spec(f"warm-{backend}-{workers}", workers, args, images)
     result: dict[str, Any] = {"backend": backend, "workers": workers}
 
     def timed(cp: ControlPlane) -> None:
@@ -253,7 +299,7 @@ def phase(backend: str, workers: int, args: argparse.Namespace, tmp: Path, image
 
     if backend == "embedded":
         settings = Settings(database_url=f"sqlite:///{work / 'latentfarm.db'}", broker_url=EMBEDDED_BROKER,
-                            artifacts_dir=work / "artifacts", data_dir=work.parent)
+                            artifacts=str(work / "artifacts"), data_dir=work.parent)
         cp = ControlPlane.open(settings, upgrade=True)
         with in_process_worker(cp.app, hostname="embedded@bench"):
             _, warm_batch = submit_and_wait(cp, warm, work)
@@ -261,35 +307,14 @@ def phase(backend: str, workers: int, args: argparse.Namespace, tmp: Path, image
             timed(cp)
         return result
 
-    import redis
-
-    broker = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
-    redis.Redis.from_url(broker).flushdb()
-    with pg_schema() as db:
-        settings = Settings(database_url=db, broker_url=broker, artifacts_dir=work / "artifacts", data_dir=work.parent)
-        cp = ControlPlane.open(settings, upgrade=True)
-        env = {**os.environ, "LATENTFARM_DATABASE_URL": db, "LATENTFARM_BROKER_URL": broker,
-               "LATENTFARM_ARTIFACTS": str(settings.artifacts_dir), "LATENTFARM_DATA_DIR": str(work.parent)}
-        procs = start_workers(workers, env, work)
-        try:
-            for attempt in range(5):  # until every worker has run a tile (TensorFlow imported, the cnn loaded)
-                _, warm_batch = submit_and_wait(cp, {**warm, "batch": f"{warm['batch']}-{attempt}"} if attempt
-                                                else warm, work)
-                if len({j.worker for j in tile_jobs(cp, warm_batch)}) == workers:
-                    break
-                warm = {**warm, "jobs": [warm["jobs"][0], {**warm["jobs"][1], "params": {
-                    **warm["jobs"][1]["params"], "epsilon": 0.05 + 0.01 * (attempt + 1)}}]}
-            result["cnn"] = cnn_path(cp, warm_batch)
-            timed(cp)
-        finally:
-            stop_workers(procs)
-            redis.Redis.from_url(broker).flushdb()
+    with redis_farm(workers, work, warm) as (cp, warm_batch):
+        result["cnn"] = cnn_path(cp, warm_batch)
+        timed(cp)
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backends", default="embedded,redis", help="comma-separated: embedded, redis")
+def add_dream_arguments(ap: argparse.ArgumentParser) -> None:
+    """The dream's and the batch's sizes, ``--quick`` and ``--json``: what the dream benchmarks share."""
     ap.add_argument("--dreams", type=int, default=8, help="dreams in the batch: 2 images x dreams/2 maps")
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--levels", type=int, default=2)
@@ -297,11 +322,23 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="OIP steps per tile")
     ap.add_argument("--quick", action="store_true", help="a small run to check the benchmark works (~1 min)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+
+
+def dream_arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """The parsed arguments, with ``--quick``'s small sizes applied; a bad ``--dreams`` is a usage error."""
     args = ap.parse_args()
     if args.quick:
         args.dreams, args.iterations, args.levels, args.size, args.epochs = 4, 2, 1, 112, 5
     if args.dreams < 2 or args.dreams % 2 or args.dreams // 2 > len(BATCH_MAPS):
         ap.error(f"--dreams must be an even number from 2 to {2 * len(BATCH_MAPS)}")
+    return args
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="embedded,redis", help="comma-separated: embedded, redis")
+    add_dream_arguments(ap)
+    args = dream_arguments(ap)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not set(backends) <= {"embedded", "redis"}:
         ap.error("--backends takes embedded and/or redis")
