@@ -1,8 +1,14 @@
-"""``latentfarm worker --gpus/--cpu``: one Celery worker process per GPU (and N for the CPU), kept running.
+"""``latentfarm worker --gpus/--cpu``: K Celery worker processes per GPU (and N for the CPU), kept running.
 
-Each GPU worker is its own process, started with ``CUDA_VISIBLE_DEVICES=<i>`` (so TensorFlow, imported later
+Each GPU worker is its own process, started with ``CUDA_VISIBLE_DEVICES=<i>`` (so the framework, imported later
 by the first job, sees that GPU only) and memory growth on, the solo pool (jobs run in the worker process itself:
-TensorFlow never runs in a process that forks), the name ``gpu<i>@<host>``, and the ``gpu`` queue. CPU workers
+TensorFlow never runs in a process that forks), the name ``gpu<i>@<host>``, and the ``gpu`` queue. With
+``--per-gpu K`` (K > 1) a GPU has K such processes, ``gpu<i>.<k>@<host>`` (k = 0..K-1), so K small jobs run on it
+side by side, each given a share of its memory that the others keep: ``GPU_MEMORY_SHARED`` / K of it, passed in the
+environment (``gpu_share_env``) and applied before the framework is imported (``workers.framework``: TensorFlow a
+logical device with that memory limit, JAX its memory fraction). Every worker process is given its share of the
+cores, ``--threads`` or cores // processes (at least 1), in the variables that TensorFlow, OpenMP and the BLAS
+libraries read when they load (``thread_env``), and again per job (``workers.threads``). CPU workers
 are the same on the ``cpu`` queue, named ``cpu<i>@<host>``, with no GPU visible, and stand by for the ``gpu`` queue:
 they take its jobs too while no live GPU worker consumes it (``--gpu-standby``; not with an explicit ``--queues``,
 which is taken as given). The supervisor imports neither
@@ -25,6 +31,15 @@ from typing import TextIO
 
 from scheduler.errors import UserError
 
+# The part of a device's memory that its --per-gpu K workers share, K equal shares: the rest is left for the K CUDA
+# contexts (a few hundred MiB each) and the driver, so that K full shares still fit.
+GPU_MEMORY_SHARED = 0.9
+# Where a worker process reads its job's thread limit (workers.threads), set with the libraries' own variables.
+THREADS_VAR = "LATENTFARM_THREADS"
+# The variables that cap the threads of TensorFlow, OpenMP (scikit-learn's KMeans) and the BLAS libraries, read once
+# when each library loads: set in a worker's environment before it starts, they hold for everything it imports.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+               "TF_NUM_INTEROP_THREADS")
 RESTART_MAX_DELAY = 30.0  # seconds: the longest wait before restarting a worker that keeps dying
 STABLE_AFTER = 60.0  # a worker up this long counts as healthy again: its next restart is immediate
 
@@ -57,6 +72,58 @@ def choose_gpus(value: str, available: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+def gpu_memory_totals() -> dict[str, int]:
+    """Each GPU's memory in MiB by its ``nvidia-smi`` index; empty where nvidia-smi is missing or fails (simulated
+    GPUs, a machine without a driver)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    totals = {}
+    for line in out.splitlines():
+        index, _, mib = line.partition(",")
+        if mib.strip().isdigit():
+            totals[index.strip()] = int(mib.strip())
+    return totals
+
+
+def parse_per_gpu(value: str | None, gpus: str | None) -> int:
+    """``--per-gpu``'s K: a whole number >= 1, given with ``--gpus`` only (default 1). UserError otherwise."""
+    if value is None:
+        return 1
+    if gpus is None:
+        raise UserError(f"--per-gpu {value}: needs --gpus (the GPUs to start K worker processes on)")
+    try:
+        k = int(value)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise UserError(f"--per-gpu {value}: expected a whole number of worker processes per GPU, 1 or more")
+    return k
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that caps a worker process at ``threads`` threads in every library (``THREAD_VARS``) and
+    per job (``THREADS_VAR``)."""
+    return {var: str(threads) for var in (*THREAD_VARS, THREADS_VAR)}
+
+
+def gpu_share_env(per_gpu: int, total_mib: int | None) -> dict[str, str]:
+    """The environment of one of ``per_gpu`` workers sharing a GPU of ``total_mib`` MiB (None: unknown): its share
+    of the memory as a fraction (LATENTFARM_GPU_MEMORY_FRACTION; JAX's XLA_PYTHON_CLIENT_MEM_FRACTION and
+    XLA_CLIENT_MEM_FRACTION, allocated as needed up to it) and, where the total is known, in MiB
+    (LATENTFARM_GPU_MEMORY, TensorFlow's limit). Empty for one worker per GPU: it has the whole device."""
+    if per_gpu <= 1:
+        return {}
+    fraction = f"{GPU_MEMORY_SHARED / per_gpu:.4f}"
+    env = {"LATENTFARM_GPU_MEMORY_FRACTION": fraction, "XLA_PYTHON_CLIENT_MEM_FRACTION": fraction,
+           "XLA_CLIENT_MEM_FRACTION": fraction, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    if total_mib:
+        env["LATENTFARM_GPU_MEMORY"] = str(int(total_mib * GPU_MEMORY_SHARED / per_gpu))
+    return env
+
+
 @dataclass
 class WorkerProcess:
     name: str  # the Celery node name, gpu0@host
@@ -75,30 +142,37 @@ class WorkerProcess:
 
 
 def plan_workers(gpus: Sequence[str], cpus: int, queues: str | None, loglevel: str, threads: int | None,
-                 env: Mapping[str, str] | None = None, host: str | None = None) -> list[WorkerProcess]:
-    """The worker processes to start: one per GPU, then ``cpus`` CPU workers."""
+                 env: Mapping[str, str] | None = None, host: str | None = None, per_gpu: int = 1,
+                 gpu_memory: Mapping[str, int] | None = None) -> list[WorkerProcess]:
+    """The worker processes to start: ``per_gpu`` per GPU, then ``cpus`` CPU workers. Each gets ``threads``
+    threads, or its share of the cores (cores // processes, at least 1). ``gpu_memory``: each GPU's memory in MiB
+    (``gpu_memory_totals``), for the memory share of ``per_gpu`` > 1 workers."""
+    if per_gpu < 1:
+        raise ValueError(f"per_gpu must be >= 1, got {per_gpu}")
     env = dict(os.environ if env is None else env)
     host = host or socket.gethostname()
-    cores = os.cpu_count() or 1
+    share = threads or max(1, (os.cpu_count() or 1) // max(1, len(gpus) * per_gpu + cpus))
 
-    def argv(name: str, queue: str, tf_threads: int | None) -> list[str]:
+    def argv(name: str, queue: str) -> list[str]:
         cmd = [sys.executable, "-m", "scheduler.cli", "worker", "--queues", queues or queue, "--pool", "solo",
                "--concurrency", "1", "--name", name, "--loglevel", loglevel]
         if queue == "cpu" and queues is None:  # a CPU-only farm runs gpu jobs too (see the module's docstring)
             cmd.append("--gpu-standby")
-        return cmd + (["--threads", str(tf_threads)] if tf_threads else [])
+        return cmd + ["--threads", str(share)]
 
     out = []
     for g in gpus:
-        name = f"gpu{g}@{host}"
-        out.append(WorkerProcess(name, argv(name, "gpu", threads), {
-            **env, "CUDA_VISIBLE_DEVICES": g, "LATENTFARM_GPU": g, "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-            "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}))  # CUDA numbers the GPUs as nvidia-smi does
+        memory = gpu_share_env(per_gpu, (gpu_memory or {}).get(g))
+        for k in range(per_gpu):
+            name = f"gpu{g}@{host}" if per_gpu == 1 else f"gpu{g}.{k}@{host}"
+            out.append(WorkerProcess(name, argv(name, "gpu"), {
+                **env, **thread_env(share), **memory, "CUDA_VISIBLE_DEVICES": g, "LATENTFARM_GPU": g,
+                "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}))  # CUDA numbers the GPUs as nvidia-smi does
     for i in range(cpus):
         name = f"cpu{i}@{host}"
         cpu_env = {k: v for k, v in env.items() if k != "LATENTFARM_GPU"}
-        out.append(WorkerProcess(name, argv(name, "cpu", threads or max(1, cores // cpus)),
-                                 {**cpu_env, "CUDA_VISIBLE_DEVICES": ""}))
+        out.append(WorkerProcess(name, argv(name, "cpu"), {**cpu_env, **thread_env(share), "CUDA_VISIBLE_DEVICES": ""}))
     return out
 
 

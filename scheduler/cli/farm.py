@@ -22,6 +22,9 @@ from storage.db import engine_for
 @click.option("--gpus", default=None, metavar="all|0,1,...",
               help="Start one worker process per GPU (CUDA_VISIBLE_DEVICES set, solo pool, named gpu<i>@<host>, "
                    "queue gpu) and keep them running. Fails if the machine has no GPU.")
+@click.option("--per-gpu", default=None, metavar="K",
+              help="With --gpus: K worker processes per GPU (named gpu<i>.<k>@<host>), each with 1/K of 90% of the "
+                   "device's memory, so K small jobs run on it side by side (default 1).")
 @click.option("--cpu", "cpus", type=click.IntRange(min=0), default=0,
               help="Start this many CPU worker processes (cpu<i>@<host>, queue cpu) and keep them running.")
 @click.option("--queues", "-Q", default=None, help="Queues to consume, comma-separated (default gpu,cpu; with "
@@ -31,30 +34,33 @@ from storage.db import engine_for
 @click.option("--name", "-n", default=None, help="Worker node name (default latentfarm@<host>).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads TensorFlow may use in each job process (default: all cores; with --cpu N: "
-                   "cores / N). Small models (the dream's 28x28 cnn) run fastest on 1.")
+              help="CPU threads a job may use: TensorFlow's, OpenMP's and the BLAS libraries' (scikit-learn's "
+                   "KMeans too). Default: all cores; with --gpus/--cpu, each process's share, cores / processes. "
+                   "Small models (the dream's 28x28 cnn) and clustering on busy cores run fastest on 1.")
 @click.option("--gpu-standby", is_flag=True,
               help="Also take the gpu queue's jobs while no live GPU worker consumes it, and leave it when one "
                    "does (set for --cpu workers unless --queues is given).")
 @handles_errors
-def worker(gpus: str | None, cpus: int, queues: str | None, concurrency: int, pool: str, name: str | None,
-           loglevel: str, threads: int | None, gpu_standby: bool) -> None:
+def worker(gpus: str | None, per_gpu: str | None, cpus: int, queues: str | None, concurrency: int, pool: str,
+           name: str | None, loglevel: str, threads: int | None, gpu_standby: bool) -> None:
     """Run workers that consume jobs from the broker (LATENTFARM_BROKER_URL).
 
-    With --gpus and/or --cpu: one worker process per GPU and CPU slot, restarted when one dies. Without: one
-    Celery worker in this process.
+    With --gpus and/or --cpu: K worker processes per GPU (--per-gpu, default 1) and one per CPU slot, restarted
+    when one dies. Without: one Celery worker in this process.
     """
+    from scheduler import supervisor
+
+    k = supervisor.parse_per_gpu(per_gpu, gpus)
     qs = queue_names(queues or "gpu,cpu")
     if gpus is not None or cpus:
-        from scheduler.supervisor import choose_gpus, discover_gpus, plan_workers, supervise
-
         cp = open_farm_plane(qs)
-        chosen = choose_gpus(gpus, discover_gpus(cp.settings.gpus)) if gpus is not None else []
+        chosen = supervisor.choose_gpus(gpus, supervisor.discover_gpus(cp.settings.gpus)) if gpus is not None else []
         check_schema(cp)
-        raise click.exceptions.Exit(supervise(plan_workers(chosen, cpus, queues, loglevel, threads)))
-    if threads is not None:  # read by TensorFlow when it starts, in this process or its forked children
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = str(threads)
+        memory = supervisor.gpu_memory_totals() if k > 1 else {}  # none for simulated GPUs
+        raise click.exceptions.Exit(supervisor.supervise(supervisor.plan_workers(
+            chosen, cpus, queues, loglevel, threads, per_gpu=k, gpu_memory=memory)))
+    if threads is not None:  # read by each library when it loads, in this process or its forked children; the
+        os.environ.update(supervisor.thread_env(threads))  # BLAS already loaded is capped per job (workers.threads)
     # This process is a worker of its own: a job stuck past its hard time limit may kill it (a supervisor,
     # docker or systemd restarts it). An embedded worker never does that to the process it runs in.
     cp = open_farm_plane(qs, owns_process=True)
@@ -93,9 +99,10 @@ def reap_command(as_json: bool) -> None:
 def scheduler(interval: float | None, status_every: float) -> None:
     """The control plane's loop: reap every few seconds (see `latentfarm reap`) and print the farm's status now
     and then. Several may run at once."""
+    if Settings.from_env().embedded:  # before anything is opened: no stray latentfarm.db
+        raise UserError("no broker configured: set LATENTFARM_BROKER_URL and LATENTFARM_DATABASE_URL (a farm's); the "
+                        "embedded default needs no scheduler: `latentfarm submit` runs the batch itself")
     cp = open_plane()
-    if cp.settings.embedded:
-        raise UserError("no broker configured: set LATENTFARM_BROKER_URL; the embedded default needs no scheduler")
     check_schema(cp)
     next_status = 0.0
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from scheduler import lifecycle
-from scheduler.filters import JobQuery, MetricFilter, ParamFilter, job_ids, parse_since
+from scheduler.filters import JobQuery, MetricFilter, ParamFilter, final_metrics, job_ids, parse_since
+from scheduler.resources import resources_of
 from scheduler.web.deps import Id, Limit, Mask, Name, Offset, Plane, authorized, known_query, writer
 from scheduler.web.schemas import (
     API,
@@ -27,6 +28,7 @@ from scheduler.web.schemas import (
 )
 from storage import queries
 from storage.queries import MAX_ID
+from storage.status import JobStatus
 
 router = APIRouter(prefix=API, dependencies=[Depends(authorized), Depends(known_query)])
 
@@ -43,24 +45,39 @@ def list_jobs(
     where: Annotated[list[str], Query(max_length=50, description="a final metric, e.g. val_loss<0.1")] = [],  # noqa: B006
     sort: Annotated[str | None, Query(max_length=200, description="order by this final metric")] = None,
     desc: Annotated[bool, Query(description="with sort: largest first")] = False,
+    finals: Annotated[bool, Query(description="every final metric of each job in `metrics`, not only those "
+                                              "filtered or sorted on")] = False,
+    inherited: Annotated[bool, Query(description="the params each job inherits from its ancestors, in "
+                                                 "`inherited`")] = False,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """Jobs filtered as by ``latentfarm jobs``: batch, kind, status, since, parameter values, final metrics."""
+    """Jobs filtered as by ``latentfarm jobs``: batch, kind, status, since, parameter values, final metrics; with
+    every final metric of each (``finals``) and the params it inherits (``inherited``), a sweep's table."""
     query = JobQuery(batch, kind, status, parse_since(since, "since"), [ParamFilter.parse(p, "param") for p in param],
                      [MetricFilter.parse(w, "where") for w in where], sort, desc)
     with cp.store.session() as s:
-        found, finals, total = query.run(s, limit, offset)
+        found, shown, total = query.run(s, limit, offset)
+        ids = [j.id for j in found]
+        if finals:
+            shown = final_metrics(queries.job_metrics(s, ids))
+        lineage = queries.inherited_params(s, ids) if inherited else {}
     keys = set(query.keys)
-    return page([job_out(j, mask, metrics={k: v for k, v in finals.get(j.id, {}).items() if k in keys}) for j in found],
-                 total, limit, offset)
+    return page([job_out(j, mask, metrics={k: v for k, v in shown.get(j.id, {}).items() if finals or k in keys},
+                         **({"inherited": lineage.get(j.id, {})} if inherited else {})) for j in found],
+                total, limit, offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=ERRORS, tags=["jobs"])
 def get_job(job_id: Id, cp: Plane, mask: Mask) -> dict[str, Any]:
-    """A job: its params, status, progress, attempts, where it ran, its error."""
+    """A job: its params, the params it inherits from its ancestors, status, progress, attempts, where it ran, its
+    error, the resources it used."""
     with cp.store.session() as s:
-        return job_out(queries.require_job(s, job_id), mask, parents=queries.job_parents(s, job_id))
+        job = queries.require_job(s, job_id)
+        used = resources_of({m.key: m.value for m in queries.job_metrics(s, [job_id]) if m.step == 0}
+                            ) if job.status is JobStatus.SUCCEEDED else {}
+        return job_out(job, mask, parents=queries.job_parents(s, job_id), resources=used or None,
+                       inherited=queries.inherited_params(s, [job_id]).get(job_id, {}))
 
 
 @router.get("/jobs/{job_id}/events", response_model=Page[EventOut], responses=ERRORS, tags=["jobs"])

@@ -61,7 +61,7 @@ def test_plan_pins_one_process_per_gpu_and_spreads_cpu_threads() -> None:
         "worker", "--queues", "gpu", "--pool", "solo", "--concurrency", "1", "--name", "gpu3@h"]
     assert cpu0.env["CUDA_VISIBLE_DEVICES"] == "" and "LATENTFARM_GPU" not in cpu0.env
     assert cpu0.argv[cpu0.argv.index("--queues") + 1] == "cpu"
-    assert cpu0.argv[cpu0.argv.index("--threads") + 1] == str(max(1, (os.cpu_count() or 1) // 2))
+    assert cpu0.argv[cpu0.argv.index("--threads") + 1] == str(max(1, (os.cpu_count() or 1) // 4))  # 4 processes
     custom = plan_workers(["0"], 0, "gpu,big", "DEBUG", 4, env={}, host="h")[0]
     assert custom.argv[custom.argv.index("--queues") + 1] == "gpu,big" and custom.argv[-2:] == ["--threads", "4"]
 

@@ -147,7 +147,7 @@ def test_train_job_on_mnist_records_epochs_and_a_keras_model(settings: Settings,
         artifacts = {a.name: a for a in queries.job_artifacts(s, jid)}
     assert summary.status == "succeeded", job.error
     per_epoch = {(m.key, m.step) for m in metrics if m.step > 0}
-    assert per_epoch == {(k, e) for k in ("loss", "val_loss", "mse", "val_mse") for e in (1, 2)}
+    assert per_epoch == {(k, e) for k in ("loss", "val_loss", "mse", "val_mse", "images_per_second") for e in (1, 2)}
     final = {m.key: m.value for m in metrics if m.step == 0}
     assert 0 < final["test_mse"] < 0.2 and 0 < final["test_bce"] < 0.7
     model = artifacts["model.keras"]
