@@ -8,6 +8,9 @@
   empty on the broker while SQL has jobs queued on it for ``resend_after`` seconds, their messages are sent again.
   A message that was not lost after all is a duplicate, and the worker's guarded claim drops it.
 
+- **Searches.** Every running search is advanced (``scheduler.search``): trials whose end was not followed by an
+  ask (the worker died in between) are replaced, a cancelled search is ended.
+
 ``reap`` is one pass (``latentfarm reap``); ``Reaper`` runs passes every ``Settings.reap_every`` seconds, in the
 calling thread (``latentfarm scheduler``) or a thread of its own (``latentfarm serve`` on the embedded default).
 Several reapers may run at once: expired rows are locked with ``SKIP LOCKED`` and every change is guarded.
@@ -26,6 +29,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from scheduler import broker
+from scheduler import search as searching
 from scheduler.errors import BrokerUnavailable, LatentfarmError
 from scheduler.lifecycle import end_in
 from scheduler.settings import Settings
@@ -47,9 +51,10 @@ class ReapReport:
     cancelled: list[int] = field(default_factory=list)  # lease expired on a job the user had cancelled
     descendants_cancelled: list[int] = field(default_factory=list)
     resent: list[int] = field(default_factory=list)  # queued jobs whose message the broker had lost
+    asked: list[int] = field(default_factory=list)  # jobs of trials that running searches asked (scheduler.search)
 
     def __bool__(self) -> bool:
-        return bool(self.requeued or self.failed or self.cancelled or self.resent)
+        return bool(self.requeued or self.failed or self.cancelled or self.resent or self.asked)
 
     def describe(self) -> str:
         parts = [f"{len(v)} {k.replace('_', ' ')}" for k, v in vars(self).items() if v]
@@ -72,6 +77,7 @@ def reap(store: Store, app: Celery, settings: Settings, now: datetime | None = N
             break
     if not broker.in_memory(app) or getattr(app, "node_name", None):
         _resend_lost(store, app, settings, now, report)
+    report.asked = searching.advance_all(store, app)  # a trial's end whose advance was lost, a cancelled search
     if report:
         log.warning("reaper: %s", report.describe())
     return report

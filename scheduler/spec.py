@@ -38,10 +38,11 @@ import yaml
 
 from core.data_files import registered_ref
 from core.kinds import KINDS
-from scheduler.errors import SpecError
+from scheduler.errors import SpecError, SpecErrors
 from scheduler.settings import default_job_memory
 from scheduler.spec_entries import DEFAULT_MAX_ATTEMPTS, NAME_RE, Context, JobSpec, expand_entry, no_unknown
 from scheduler.spec_needs import check_inputs, resolve_needs, topological
+from scheduler.spec_search import Searches, SearchSpec, expand_search
 from storage.records import RegisteredDataset
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "MAX_JOBS", "BatchSpec", "JobSpec", "check_shape", "first_line", "load_spec",
@@ -71,6 +72,7 @@ class BatchSpec:
     path: str
     raw: Mapping[str, Any]  # the spec as parsed from YAML, stored with the batch
     jobs: tuple[JobSpec, ...]  # in dependency order: every job comes after the jobs it needs
+    searches: tuple[SearchSpec, ...] = ()  # its searches: their trials' jobs are made after submit
 
 
 def load_spec(path: str | Path, data_dir: Path, memory_budget: int | None = None,
@@ -162,36 +164,54 @@ def parse_spec(raw: Any, path: str, base_dir: Path, data_dir: Path, memory_budge
     expanded: list[tuple[dict[str, Any], JobSpec]] = []
     expansions: dict[str, list[JobSpec]] = {}
     seen_entries: set[str] = set()
+    errors = SpecErrors(path)  # every entry is checked: all its errors are told at once (up to MAX_ERRORS)
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise SpecError(path, "each job must be a mapping", field=f"jobs[{i}]")
-        jname = entry.get("name")
-        if not isinstance(jname, str) or not NAME_RE.fullmatch(jname):
-            raise SpecError(path, "required; letters, digits, '_', '.', '-' (at most 100)",
-                            job=str(jname) if jname is not None else f"#{i + 1}", field="name")
-        if jname in seen_entries:
-            raise SpecError(path, "duplicate job name", job=jname, field="name")
-        seen_entries.add(jname)
-        over = _foreach(entry, jname, expansions, path)
-        for job in expand_entry(entry, jname, ctx, over, MAX_JOBS - len(expanded)):
-            expanded.append((entry, job))
-            if job.exported:
-                expansions.setdefault(jname, []).append(job)
-        if len(expanded) > MAX_JOBS:
-            raise SpecError(path, f"the batch has more than {MAX_JOBS} jobs: split it", job=jname)
+        with errors.collect():
+            if not isinstance(entry, dict):
+                raise SpecError(path, "each job must be a mapping", field=f"jobs[{i}]")
+            jname = entry.get("name")
+            if not isinstance(jname, str) or not NAME_RE.fullmatch(jname):
+                raise SpecError(path, "required; letters, digits, '_', '.', '-' (at most 100)",
+                                job=str(jname) if jname is not None else f"#{i + 1}", field="name")
+            if jname in seen_entries:
+                raise SpecError(path, "duplicate job name", job=jname, field="name")
+            seen_entries.add(jname)
+            over = _foreach(entry, jname, expansions, path)
+            expand = expand_search if "search" in entry else expand_entry
+            for job in expand(entry, jname, ctx, over, MAX_JOBS - len(expanded)):
+                expanded.append((entry, job))
+                if job.exported:
+                    expansions.setdefault(jname, []).append(job)
+            if len(expanded) > MAX_JOBS:
+                raise SpecError(path, f"the batch has more than {MAX_JOBS} jobs: split it", job=jname)
+        if errors.full or len(expanded) > MAX_JOBS:
+            break
+    errors.raise_any()  # the needs of later entries may name a failed one: checked once every entry is right
 
     by_name: dict[str, JobSpec] = {}
     for _, job in expanded:
         if job.name in by_name:
             raise SpecError(path, "two jobs expand to this name: rename one", job=job.name, field="name")
         by_name[job.name] = job
-    resolved = [resolve_needs(entry, job, expansions, by_name, path) for entry, job in expanded]
+    searches = Searches(expanded, expansions, by_name, path)
+    resolved = [resolve_needs(*searches.resolving(entry, job), by_name, path) for entry, job in expanded]
     budget = memory_budget or default_job_memory()
     final = {j.name: j for j in resolved}
     facts = {registered_ref(d.name, d.sha256): d.meta for d in (datasets or {}).values()}
-    for job in resolved:
-        check_inputs(job, [final[p] for p in job.needs], path, final, budget, facts)
-    return BatchSpec(name=name.strip(), path=path, raw=raw, jobs=tuple(topological(resolved, path)))
+    failed: set[str] = set()  # entries with an error already: one error per entry (a sweep fails alike)
+    for (entry, _), job in zip(expanded, resolved, strict=True):
+        if entry.get("name") in failed:
+            continue
+        told = len(errors.errors)
+        with errors.collect():
+            check_inputs(job, searches.parents(job, final), path, final, budget, facts)
+        if len(errors.errors) > told:
+            failed.add(str(entry.get("name")))
+        if errors.full:
+            break
+    errors.raise_any()
+    jobs, found = searches.split(topological(resolved, path), MAX_JOBS)
+    return BatchSpec(name=name.strip(), path=path, raw=raw, jobs=tuple(jobs), searches=found)
 
 
 def _check_default_params(default_params: Mapping[str, Any], entries: list[Any], path: str) -> None:

@@ -23,7 +23,8 @@ from storage.records import RegisteredDataset
 
 # A job survives two lost workers or transient errors; errors in the spec or data are never retried.
 DEFAULT_MAX_ATTEMPTS = 3
-JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep", "foreach"}
+JOB_FIELDS = {"name", "kind", "params", "needs", "queue", "priority", "max_attempts", "timeout", "sweep", "foreach",
+              "search"}
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # used with fullmatch: no trailing newline slips by
 QUEUE_RE = re.compile(r"[a-z0-9_-]{1,50}")
 

@@ -200,3 +200,53 @@ class EventRow(Base):
     message: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
     attempt: Mapped[int | None]
+
+
+SEARCH_STATUS_CHECK = "status IN ('running', 'succeeded', 'failed', 'cancelled')"
+TRIAL_STATE_CHECK = "state IN ('running', 'complete', 'pruned', 'failed')"
+
+
+class SearchRow(Base):
+    """A search of a batch (a spec entry with ``search:``): its study's settings and the templates its trials' jobs
+    are made from. Its trials are ``search_trials`` rows; the study (Optuna's) is rebuilt from them when asked."""
+
+    __tablename__ = "searches"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "name", name="uq_searches_batch_name"),
+        CheckConstraint(SEARCH_STATUS_CHECK, name="ck_searches_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))  # the spec entry's name
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)  # its study job
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated `search:` block
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON)  # the per-trial jobs' templates and the jobs it gates
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    asked: Mapped[int] = mapped_column(Integer, default=0)  # trials made so far: every ask is guarded by it
+    seeded: Mapped[bool] = mapped_column(default=False)  # earlier results of the same space were told to it
+    best_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class SearchTrialRow(Base):
+    """A trial of a search: its job (one of the batch's), the values it tries, its state and its objective value.
+    A row without a number is an earlier result of the same space (another batch's job) told to the study."""
+
+    __tablename__ = "search_trials"
+    __table_args__ = (
+        UniqueConstraint("search_id", "number", name="uq_search_trials_number"),
+        CheckConstraint(TRIAL_STATE_CHECK, name="ck_search_trials_state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
+    number: Mapped[int | None]  # 0, 1, ... in the order asked; NULL for an earlier result
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), index=True)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)  # the searched parameters' values
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    value: Mapped[float | None] = mapped_column(Float)  # the metric's final value (complete trials)
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the sampler's and pruner's notes (Optuna's)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

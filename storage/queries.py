@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+# the reason of a job cancelled below a pruned trial (scheduler.lifecycle.end_in writes it)
+PRUNED_BELOW = "parent job % pruned: %"
 
 Q = TypeVar("Q", bound="Select[Unpack[tuple[Any, ...]]]")  # a select of any columns
 
@@ -32,6 +34,7 @@ class BatchSummary:
     counts: dict[str, int]  # jobs by status
     total: int
     running_progress: float = 0.0  # the sum of the running jobs' progress (each 0..1)
+    pruned_below: int = 0  # cancelled jobs downstream of a pruned trial: they do not make the batch cancelled
 
     @property
     def progress(self) -> float:
@@ -57,12 +60,13 @@ class BatchSummary:
     @property
     def status(self) -> str:
         """One word for the batch: pending, running, succeeded, failed (a job failed) or cancelled; ``blocked``
-        when it is settled with jobs still pending (they wait on parents that failed and were retried)."""
+        when it is settled with jobs still pending (they wait on parents that failed and were retried). Pruned
+        trials, and the jobs cancelled below them, are a search's normal end: succeeded."""
         if not self.settled:
             return "running"
         if self.counts.get("failed"):
             return "failed"
-        if self.counts.get("cancelled"):
+        if self.counts.get("cancelled", 0) > self.pruned_below:
             return "cancelled"
         if self.counts.get("pending"):
             return "blocked"
@@ -98,7 +102,12 @@ def batch_summary(session: Session, batch_id: int) -> BatchSummary:
     ).all()
     counts = {status: n for status, n, _ in rows}
     running = sum(float(p or 0.0) for status, _, p in rows if status == JobStatus.RUNNING.value)
-    return BatchSummary(batch, counts, sum(counts.values()), running)
+    below = 0
+    if counts.get(JobStatus.PRUNED.value) and counts.get(JobStatus.CANCELLED.value):
+        below = session.scalar(select(func.count()).select_from(JobRow).where(
+            JobRow.batch_id == batch_id, JobRow.status == JobStatus.CANCELLED.value,
+            JobRow.error.like(PRUNED_BELOW))) or 0
+    return BatchSummary(batch, counts, sum(counts.values()), running, below)
 
 
 def queued_job_ids(session: Session) -> list[int]:
@@ -175,6 +184,52 @@ class JobParams:
 
     id: int
     params: dict[str, Any]
+
+
+def inherited_params(session: Session, job_ids: Iterable[int], names: Iterable[str] | None = None
+                     ) -> dict[int, dict[str, Any]]:
+    """The params each job inherits from its ancestors (a sample of an encode of ``train[z_dim=8]`` inherits
+    ``z_dim: 8``): of each name, the value of the nearest ancestor that has it; a name on which ancestors equally
+    near disagree is not inherited. With ``names``, only those. The job's own params are not included (they win)."""
+    wanted = None if names is None else set(names)
+    parents: dict[int, list[int]] = {}
+    params: dict[int, dict[str, Any]] = {}
+    frontier = sorted(set(job_ids))
+    seen = set(frontier)
+    while frontier:  # up the graph, a generation of ids at a time, in slices
+        # the params of this generation: the jobs asked about too, each of which may be another's ancestor
+        for chunk in chunks(frontier):
+            for i, p in session.execute(select(JobRow.id, JobRow.params).where(JobRow.id.in_(chunk))):
+                params[i] = {k: v for k, v in (p or {}).items() if wanted is None or k in wanted}
+        found: list[tuple[int, int]] = []
+        for chunk in chunks(frontier):
+            found += [(int(c), int(p)) for c, p in session.execute(
+                select(JobDepRow.child_id, JobDepRow.parent_id).where(JobDepRow.child_id.in_(chunk)))]
+        for child, parent in found:
+            parents.setdefault(child, []).append(parent)
+        frontier = sorted({p for _, p in found} - seen)
+        seen.update(frontier)
+    out: dict[int, dict[str, Any]] = {}
+    for job in set(job_ids):
+        inherited: dict[str, Any] = {}
+        level, visited = sorted(parents.get(job, [])), {job}
+        while level:
+            near: dict[str, list[Any]] = {}
+            for a in level:
+                for k, v in params.get(a, {}).items():
+                    near.setdefault(k, []).append(v)
+            for k, values in near.items():
+                if k not in inherited and all(v == values[0] for v in values):
+                    inherited[k] = values[0]
+                elif k not in inherited:
+                    inherited[k] = _AMBIGUOUS
+            visited.update(level)
+            level = sorted({p for a in level for p in parents.get(a, [])} - visited)
+        out[job] = {k: v for k, v in inherited.items() if v is not _AMBIGUOUS}
+    return out
+
+
+_AMBIGUOUS = object()  # ancestors equally near disagree on the value
 
 
 def jobs_params(session: Session, batch_id: int | None = None, kind: str | None = None, status: str | None = None,

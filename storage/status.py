@@ -12,21 +12,24 @@ class JobStatus(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"  # a search's trial its pruner stopped early (``scheduler.search``): done, not failed
 
     def __str__(self) -> str:
         return self.value
 
 
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED})
 
 # from -> the statuses it may move to
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.CANCELLED}),
     JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.SUCCEEDED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED}),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED,
+                                  JobStatus.PRUNED}),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.PENDING}),  # retry
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.PENDING}),  # retry
     JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.PRUNED: frozenset(),  # the pruner's decision is final: a search asks a new trial instead
 }
 
 

@@ -8,12 +8,12 @@ this package imports no TensorFlow: the control plane validates specs with it.
 
 from __future__ import annotations
 
-from core.kinds import cluster, dream, encode, noop, sample, train
+from core.kinds import cluster, dream, encode, noop, sample, search, train
 from core.kinds.base import GeneratedJob, Input, Kind, Parent
 
 __all__ = ["KINDS", "SPEC_KINDS", "GeneratedJob", "Input", "Kind", "Parent", "kind"]
 
-_MODULES = (noop, train, encode, sample, cluster, dream)
+_MODULES = (noop, train, encode, sample, cluster, dream, search)
 
 KINDS: dict[str, Kind] = {k.name: k for module in _MODULES for k in module.KINDS}
 SPEC_KINDS = tuple(sorted(name for name, k in KINDS.items() if k.in_specs))  # what a spec's `kind` may be

@@ -86,6 +86,15 @@ class Kind:
     # params added after results of the kind were stored: left out of the fingerprint while at their default, so
     # those results stay reusable (a value other than the default is fingerprinted as any param)
     late_params: tuple[str, ...] = ()
+    # the param counting the steps its metrics are recorded at (train: epochs), for a kind a spec entry may search
+    # over (`search:`, core.kinds.search): its handler reports each step to the search's pruner (workers.pruning),
+    # which stops it at most there. None: its entries take no search
+    search_steps: str | None = None
+
+    @property
+    def searchable(self) -> bool:
+        """Whether a spec entry of the kind may take ``search:``."""
+        return self.search_steps is not None
 
     @property
     def reads_results(self) -> bool:

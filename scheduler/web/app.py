@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 
 from scheduler.control import ControlPlane
 from scheduler.errors import LatentfarmError, mask_secrets, response_for
-from scheduler.web import api_artifacts, api_batches, api_jobs, dashboard, login
+from scheduler.web import api_artifacts, api_batches, api_jobs, api_search, dashboard, login
 from scheduler.web.guard import Guard, allowed_hosts, problem
 from scheduler.web.spec_parser import SpecParser
 
@@ -79,7 +79,7 @@ def create_app(cp: ControlPlane, token: str | None = None, parser: SpecParser | 
     app.state.mask = mask = masker(cp, token)
     app.state.parser = specs
     _install_errors(app, mask)
-    for module in (api_batches, api_jobs, api_artifacts):
+    for module in (api_batches, api_jobs, api_artifacts, api_search):
         app.include_router(module.router)
     dashboard.install(app)
     login.install(app)
