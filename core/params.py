@@ -128,3 +128,67 @@ def require(condition: bool, field: str, message: str) -> None:
     """Raise ConfigError(field, message) unless ``condition`` holds."""
     if not condition:
         raise ConfigError(field, message)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamDoc:
+    """One parameter as documented by its dataclass: its name, type, default and the comment beside it."""
+
+    name: str
+    type: str
+    default: Any
+    comment: str
+    required: bool = False  # no default: the spec must give it
+
+
+def describe_params(cls: type[Any]) -> list[ParamDoc]:
+    """Every parameter of a params dataclass, in order, with the comment written beside (or above) its field in the
+    class that declares it: the one definition that ``latentfarm kinds`` and docs/kinds.md print."""
+    hints = typing.get_type_hints(cls)
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            comments.update(_field_comments(klass))
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name.startswith("_"):
+            continue
+        missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if missing else (f.default if f.default is not dataclasses.MISSING
+                                        else f.default_factory())  # type: ignore[misc,operator]
+        out.append(ParamDoc(f.name, _type_name(hints.get(f.name, Any)), default, comments.get(f.name, ""), missing))
+    return out
+
+
+def _field_comments(klass: type[Any]) -> dict[str, str]:
+    """``name: type = default  # comment`` in ``klass``'s own source, with the comment lines above a field and the
+    comment-only lines that continue a field's trailing comment."""
+    import inspect
+    import re
+
+    try:
+        lines = inspect.getsource(klass).splitlines()
+    except (OSError, TypeError):
+        return {}
+    field = re.compile(r"^\s{4}(?P<name>[a-z_][a-z0-9_]*)\s*:[^#]*?(?:#\s?(?P<comment>.*))?$")
+    comment_only = re.compile(r"^\s{4}#\s?(?P<text>.*)$")
+    found: dict[str, str] = {}
+    above: list[str] = []
+    last: str | None = None  # the field whose trailing comment the next comment-only line continues
+    for line in lines[1:]:
+        c = comment_only.match(line)
+        if c:
+            if last is not None:
+                found[last] = f"{found[last]} {c['text'].strip()}".strip()
+            else:
+                above.append(c["text"].strip())
+            continue
+        m = field.match(line)
+        if m and not line.lstrip().startswith(("def ", "return", "@")):
+            text = " ".join([*above, (m["comment"] or "").strip()]).strip()
+            found[m["name"]] = text
+            last = m["name"] if m["comment"] else None
+        else:
+            last = None
+        above = []
+    return found

@@ -18,6 +18,7 @@ from pathlib import Path
 from celery import Celery
 
 from scheduler import broker, lifecycle
+from scheduler import search as searching
 from scheduler.celery_app import QUEUES, make_celery
 from scheduler.datasets import registered
 from scheduler.embedded import embedded_name, in_process_worker, orphan_pid, worker_alive
@@ -25,12 +26,14 @@ from scheduler.errors import BrokerUnavailable, SpecError
 from scheduler.plan import plan_batch
 from scheduler.settings import Settings
 from scheduler.spec import BatchSpec, first_line, load_spec
-from storage import queries, workers
+from storage import batches, queries, workers
 from storage.queries import BatchSummary
 from storage.records import Job
 from storage.status import JobStatus
 from storage.store import Store
 from storage.workers import QueueLoad, WorkerStatus
+
+SEARCH_EVERY = 5.0  # seconds between the advances of a followed batch's searches
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,29 @@ class Farm:
     queues: list[QueueLoad]
     on_broker: dict[str, int] | None  # messages waiting per queue; None where the broker cannot say
     warnings: list[str]
+
+
+@dataclass(frozen=True)
+class DryRunJob:
+    name: str
+    kind: str
+    queue: str
+    needs: tuple[str, ...]
+    fingerprint: str
+    cached_from: int | None  # the job whose results the cache would give it, if any
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """A batch as ``submit`` would write it (``ControlPlane.dry_run``)."""
+
+    batch: str
+    jobs: tuple[DryRunJob, ...]
+    searches: tuple[str, ...]  # search entries: their trials are asked once the batch runs
+
+    @property
+    def cached(self) -> int:
+        return sum(j.cached_from is not None for j in self.jobs)
 
 
 @dataclass
@@ -88,6 +114,7 @@ class ControlPlane:
             if pid is not None and lifecycle.release(self.store, self.app, job.id, job.attempts,
                                                      f"its process {pid} is gone", "recovery"):
                 self.recovered.append(job.id)
+        searching.advance_all(self.store, self.app)  # what an interrupted run left of its searches
         return self.recovered
 
     def load(self, spec_path: str | Path) -> BatchSpec:
@@ -100,12 +127,32 @@ class ControlPlane:
         if not self.settings.embedded:
             broker.check(self.app)
         try:  # planning hashes the data files and images the spec names
-            plan = plan_batch(spec)
+            plan = searching.plan_searches(plan_batch(spec), spec)
         except OSError as e:  # one exists but cannot be read here
             raise SpecError(spec.path, f"cannot read a file it names: {first_line(e)}") from e
         result = lifecycle.submit(self.store, self.app, plan, no_cache=no_cache)
         self.sent.update(result.queued)
+        if plan.searches:  # the first trials (a process that dies first leaves them to the reaper's pass)
+            asked = searching.advance_batch(self.store, self.app, result.batch_id)
+            self.sent.update(asked)
+            result.queued += asked
         return result
+
+    def dry_run(self, spec: BatchSpec, no_cache: bool = False) -> DryRun:
+        """What ``submit`` would write, without writing anything: the expanded jobs (parents first) with their
+        needs and queues, and which of them the cache already holds (the job that did the work)."""
+        try:
+            plan = searching.plan_searches(plan_batch(spec), spec)
+        except OSError as e:
+            raise SpecError(spec.path, f"cannot read a file it names: {first_line(e)}") from e
+        needs: dict[str, list[str]] = {}
+        for parent, child in plan.edges:
+            needs.setdefault(child, []).append(parent)
+        with self.store.session() as s:
+            cached = {} if no_cache else batches.succeeded_by_fingerprint(s, [j.fingerprint for j in plan.jobs])
+        jobs = [DryRunJob(j.name, j.kind, j.queue, tuple(needs.get(j.name, ())), j.fingerprint,
+                          cached.get(j.fingerprint)) for j in plan.jobs]
+        return DryRun(plan.name, tuple(jobs), tuple(str(s.get("name", "")) for s in plan.searches))
 
     def retry(self, job_id: int) -> list[int]:
         """``lifecycle.retry``, remembering the messages this process sent."""
@@ -151,8 +198,11 @@ class ControlPlane:
         """Snapshots of the batch every ``interval`` seconds until it is settled (nothing queued or running) and so
         are ``leftovers``, the ``timeout`` passes, or ``alive`` (the embedded worker's) turns False; the last one
         is final."""
-        start = time.monotonic()
+        start = last_advance = time.monotonic()
         while True:
+            if time.monotonic() - last_advance > SEARCH_EVERY:  # a search whose advance failed is not left waiting
+                last_advance = time.monotonic()
+                self.sent.update(searching.advance_batch(self.store, self.app, batch_id))
             snap = self.snapshot(batch_id, leftovers)
             if snap.summary.settled and not snap.leftovers:
                 yield snap

@@ -9,6 +9,7 @@ error to the CLI's exit code and the API's HTTP status (the CLI, the API and the
     └── PermanentError                                  1   500
         ├── UserError                                   2   400
         │   ├── SpecError                               2   422
+        │   │   └── SpecErrors                          (several, one per line)
         │   ├── NotFound                                2   404
         │   ├── Conflict                                2   409
         │   └── InvalidValue                            2   400
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from storage.errors import (
@@ -40,8 +43,8 @@ from storage.errors import (
 )
 
 __all__ = ["ArtifactCorrupt", "BrokerUnavailable", "Conflict", "DatabaseUnavailable", "InvalidValue",
-           "LatentfarmError", "NotFound", "PermanentError", "SpecError", "StorageMisconfigured", "StorageUnavailable",
-           "TransientError", "UserError",
+           "LatentfarmError", "NotFound", "PermanentError", "SpecError", "SpecErrors", "StorageMisconfigured",
+           "StorageUnavailable", "TransientError", "UserError",
            "Response", "SecretsFilter", "is_transient", "mask_secrets", "out_of_memory", "response_for"]
 
 
@@ -59,6 +62,51 @@ class SpecError(UserError):
         self.job = job
         self.field = field
         self.message = message
+
+
+class SpecErrors(SpecError):
+    """Several errors of one spec, each on its own line (at most MAX_ERRORS: a spec that bad is rewritten, not
+    read further). Gather them with ``collect`` and end with ``raise_any``."""
+
+    MAX_ERRORS = 20
+
+    def __init__(self, path: str) -> None:
+        self.errors: list[SpecError] = []
+        self.path = path
+        Exception.__init__(self, path)
+
+    def __str__(self) -> str:
+        more = ["... more errors left out (fix these first)"] if self.full else []
+        return "\n".join([str(e) for e in self.errors] + more)
+
+    @property
+    def full(self) -> bool:
+        return len(self.errors) >= self.MAX_ERRORS
+
+    @contextmanager
+    def collect(self) -> Iterator[None]:
+        """Keep a SpecError the block raises, and go on."""
+        try:
+            yield
+        except SpecErrors as e:
+            for one in e.errors:
+                self._add(one)
+        except SpecError as e:
+            self._add(e)
+
+    def _add(self, error: SpecError) -> None:
+        # the jobs an entry expands into (a sweep, a dream's tiles) often fail alike: each message once
+        if not self.full and all(str(error) != str(e) for e in self.errors):
+            self.errors.append(error)
+
+    def raise_any(self) -> None:
+        """Raise the one error gathered as itself, several as this; nothing if none."""
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            first = self.errors[0]
+            self.job, self.field, self.message = first.job, first.field, first.message
+            raise self
 
 
 class Conflict(UserError):

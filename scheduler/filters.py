@@ -199,6 +199,8 @@ class JobQuery:
             return page, {j.id: {} for j in page}, total
         # Filter on ids, params and the metrics filtered on; read whole rows for the page only.
         light = queries.jobs_params(session, *sql)
+        if self.params:  # a job downstream of train[z_dim=8] matches z_dim=8 too
+            light = with_lineage(session, light, [p.name for p in self.params])
         finals = final_metrics(queries.metrics_of_jobs(session, keys, *sql)) if keys and light else {}
         kept = select_jobs(light, finals, self.params, self.where, self.sort, self.descending)
         ids = [j.id for j in (kept[offset:] if limit is None else kept[offset:offset + limit])]
@@ -223,37 +225,66 @@ def job_ids(session: Session, jobs: Sequence[int], batch: int | None, jobs_how: 
     return ids
 
 
-def compare(session: Session, batch: int, metric: str, by: str, higher_is_better: bool = False) -> dict[str, Any]:
-    """The final ``metric`` of ``batch``'s jobs per value of the parameter ``by``: a row per value with the number
-    of jobs, the best, mean and worst value and the best job; ``best`` is the index of the overall best row."""
+def with_lineage(session: Session, jobs: Sequence[queries.JobParams], names: Sequence[str]
+                 ) -> list[queries.JobParams]:
+    """``jobs`` with the params ``names`` they inherit from their ancestors added where they lack them (their own
+    win): what a parameter filter and ``compare`` read."""
+    lacking = [j.id for j in jobs if any(n not in j.params for n in names)]
+    if not lacking:
+        return list(jobs)
+    inherited = queries.inherited_params(session, lacking, names)
+    return [queries.JobParams(j.id, {**inherited.get(j.id, {}), **j.params}) if j.id in inherited else j
+            for j in jobs]
+
+
+def compare(session: Session, batch: int, metric: str, by: str, higher_is_better: bool = False,
+            kind: str | None = None) -> dict[str, Any]:
+    """The final ``metric`` of ``batch``'s jobs (of ``kind``) per value of the parameter ``by``, their own or
+    inherited from an ancestor (an encode of train[z_dim=8] counts for z_dim 8): a row per value with the number of
+    jobs, the best, mean and worst value and the best job; ``best`` is the index of the overall best row, never a
+    row without a value (null). Jobs of different kinds are never ranked together: a metric several kinds record
+    needs ``kind``."""
     queries.get_batch(session, batch)
     _printable(metric, "metric")
-    jobs = [j for j in queries.jobs_params(session, batch) if by in j.params]
+    own = queries.jobs_params(session, batch, kind)
+    owned = {j.id for j in own if by in j.params}
+    jobs = [j for j in with_lineage(session, own, [by]) if by in j.params]
     if not jobs:
-        raise UserError(f"no job of batch {batch} has a parameter {by!r}")
-    values = final_metrics(queries.metrics_of_jobs(session, [metric], batch))
+        raise UserError(f"no job of batch {batch}{_of(kind)} has a parameter {by!r}, of its own or from the jobs "
+                        "it needs")
+    values = final_metrics(queries.metrics_of_jobs(session, [metric], batch, kind))
     final = {j.id: values[j.id][metric] for j in jobs if metric in values.get(j.id, {})}
     if not final:
         known = ", ".join(queries.metric_keys(session, batch)) or "none yet"
-        raise UserError(f"no job of batch {batch} with a parameter {by!r} has the metric {metric!r} "
+        raise UserError(f"no job of batch {batch}{_of(kind)} with a parameter {by!r} has the metric {metric!r} "
                         f"(metrics there: {known})")
+    rows_of = {j.id: j for j in queries.jobs_by_ids(session, list(final))}
+    kinds = sorted({rows_of[i].kind for i in final})
+    if len(kinds) > 1:
+        raise UserError(f"{metric!r} is recorded by jobs of kinds {', '.join(kinds)} in batch {batch}: they are not "
+                        f"ranked together; choose one with --kind")
     groups: dict[str, list[tuple[float, int]]] = {}
     for j in jobs:
         if j.id in final:
             groups.setdefault(json.dumps(j.params[by], sort_keys=True), []).append((final[j.id], j.id))
     pick = max if higher_is_better else min
     best = {value: pick(members, key=lambda vj: vj[0]) for value, members in groups.items()}
-    names = {j.id: j.name for j in queries.jobs_by_ids(session, [job_id for _, job_id in best.values()])}
     rows = []
     for value in sorted(groups, key=_natural):
         scores = [v for v, _ in groups[value]]
         best_value, best_job = best[value]
         rows.append({by: json.loads(value), "jobs": len(scores), "best": best_value,
                      "mean": sum(scores) / len(scores), "worst": (min if higher_is_better else max)(scores),
-                     "best_job": best_job, "best_name": names[best_job]})
-    winner = pick(range(len(rows)), key=lambda i: rows[i]["best"])
-    return {"batch": batch, "metric": metric, "by": by, "higher_is_better": higher_is_better, "rows": rows,
-            "best": winner}
+                     "best_job": best_job, "best_name": rows_of[best_job].name,
+                     "inherited": any(job_id not in owned for _, job_id in groups[value])})
+    valued = [i for i in range(len(rows)) if rows[i][by] is not None]  # a group with no value is not a winner
+    winner = pick(valued, key=lambda i: rows[i]["best"]) if valued else None
+    return {"batch": batch, "metric": metric, "by": by, "higher_is_better": higher_is_better, "kind": kinds[0],
+            "rows": rows, "best": winner}
+
+
+def _of(kind: str | None) -> str:
+    return f" of kind {kind!r}" if kind else ""
 
 
 def _printable(name: str, what: str) -> None:

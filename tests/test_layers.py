@@ -18,7 +18,7 @@ from core.kinds import KINDS, SPEC_KINDS
 from workers.handlers import handler_for
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "storage", "scheduler", "workers")
+PACKAGES = ("core", "storage", "scheduler", "workers", "latentfarm")  # latentfarm: the client's name
 FRAMEWORKS = ("tensorflow", "keras", "jax", "torch")
 # What the control plane may use of core: the job kinds' declarations and what they are validated with.
 CORE_FOR_THE_CONTROL_PLANE = ("core.kinds", "core.params", "core.errors", "core.data_files", "core.models.defaults",
@@ -75,12 +75,16 @@ def test_imports_point_one_way(name: str, path: Path) -> None:
         wrong |= {m for m in found if _under(m, ("core",)) and not _under(m, CORE_FOR_THE_CONTROL_PLANE)
                   and m != "core"}
         if _under(name, ("scheduler.web",)):  # interfaces do not import each other
-            wrong |= {m for m in found if _under(m, ("scheduler.cli",))}
+            wrong |= {m for m in found if _under(m, ("scheduler.cli", "scheduler.client"))}
         elif _under(name, ("scheduler.cli",)):  # the CLI only starts the web server
-            wrong |= {m for m in found if _under(m, ("scheduler.web",))} - {"scheduler.web.server",
-                                                                               "scheduler.web.server.serve"}
-        else:  # the control plane imports no interface
+            wrong |= {m for m in found if _under(m, ("scheduler.web", "scheduler.client"))} - {
+                "scheduler.web.server", "scheduler.web.server.serve"}
+        elif _under(name, ("scheduler.client",)):  # the Python client: the control plane, or the API over HTTP
             wrong |= {m for m in found if _under(m, ("scheduler.cli", "scheduler.web"))}
+        else:  # the control plane imports no interface
+            wrong |= {m for m in found if _under(m, ("scheduler.cli", "scheduler.web", "scheduler.client"))}
+    elif layer == "latentfarm":  # only the client's name: it imports the client and nothing else
+        wrong = {m for m in found if _under(m, PACKAGES + FRAMEWORKS) and not _under(m, ("scheduler.client",))}
     else:
         wrong = set()
     assert not wrong, f"{name} imports {sorted(wrong)}"
@@ -101,12 +105,14 @@ def test_every_kind_is_declared_once_and_runs_a_handler_or_expands() -> None:
         else:
             assert callable(handler_for(name)), name
     made = {k.made_by for k in KINDS.values() if k.made_by}
-    assert made <= {name for name, k in KINDS.items() if k.expand is not None}
+    # made by an expanding entry (a dream's tiles), or by a searchable one with `search:` (a search's study job)
+    assert made <= {name for name, k in KINDS.items() if k.expand is not None or k.searchable}
 
 
 def test_the_readme_kinds_table_lists_every_kind() -> None:
     readme = (REPO / "README.md").read_text()
-    table = readme.split("## Job kinds", 1)[1].split("\n\n", 2)[1]
+    section = readme.split("## Job kinds", 1)[1].split("\n## ", 1)[0]
+    table = next(block for block in section.split("\n\n") if block.startswith("| kind |"))
     first_cells = {cell for row in table.splitlines()[2:] for cell in re.findall(r"`(\w+)`", row.split("|")[1])}
     assert first_cells == set(SPEC_KINDS)
     for name, kind in KINDS.items():

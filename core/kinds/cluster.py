@@ -27,7 +27,7 @@ class ClusterParams(DataParams):
     silhouette_sample: int = 5000  # silhouette on a random sample of this many points (it is O(n^2))
     plot: Literal["pca", "tsne", "none"] = "pca"  # the 2-D picture, coloured by cluster and by label
     plot_sample: int = 2000  # points in the picture (t-SNE is slow)
-    seed: int = 0
+    seed: int = 0  # seeds KMeans, the samples and t-SNE
 
     def validate(self) -> None:
         self.validate_data(required=False)

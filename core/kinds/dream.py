@@ -110,13 +110,13 @@ class DreamTileParams:
     """
 
     size: int = 112  # the dream's working side
-    iteration: int = 0
-    level: int = 0
+    iteration: int = 0  # the dream's pass it belongs to, from 0
+    level: int = 0  # its level: the image cut into 2^level x 2^level tiles
     tile: int = 0  # its index among the level's 4^level tiles, row by row
     map: int = 0  # the "features" map it raises
-    epochs: int = 20
-    epsilon: float = 0.05
-    threshold: float = 0.0
+    epochs: int = 20  # gradient-ascent steps
+    epsilon: float = 0.05  # the step size, in standard deviations of the 28x28 input
+    threshold: float = 0.0  # the ascent stops at the first step that raises the activation by less
     image: str | None = None  # the input image file: set on the first tile of a dream only
 
     def validate(self) -> None:
@@ -139,12 +139,12 @@ class DreamMergeParams:
     more iterations reuses every job of the iterations before its last one from the cache.
     """
 
-    size: int = 112
-    iteration: int = 0
-    level: int = 0
+    size: int = 112  # the dream's working side
+    iteration: int = 0  # the dream's pass it belongs to, from 0
+    level: int = 0  # the level whose tiles it writes into the image
     last_level: bool = True  # the finest level: its image is the iteration's
     final: bool = True  # the last merge of the dream
-    clip: float = 0.98
+    clip: float = 0.98  # PNG contrast: the central fraction of values spread over 0..255 (the rest clipped)
 
     def validate(self) -> None:
         require(self.level >= 0, "level", f"must be >= 0, got {self.level}")

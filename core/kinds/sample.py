@@ -17,12 +17,14 @@ SAMPLERS = ("uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpol
 class SampleParams:
     """Draw z-points with a sampler, decode them, and score the images (needs an encode job; a cnn to score)."""
 
+    # where the z-points are drawn: the latents' bounding box, N(0, I), a normal fitted to the latents, inside their
+    # PCA ellipsoid, or on lines between encoded test images
     sampler: Literal["uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpolate"] = "fitted_normal"
     n: int = 1000  # how many images to draw and score
     k_sigma: float = 2.0  # pca_ellipsoid: the ellipsoid's radius in standard deviations along each PCA axis
     steps: int = 10  # interpolate: images per line between two encoded test images
     grid: int = 100  # how many of the images go into the PNG grid
-    seed: int = 0
+    seed: int = 0  # seeds the draws
 
     def validate(self) -> None:
         require(self.n >= 2, "n", f"must be >= 2, got {self.n}")

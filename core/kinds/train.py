@@ -20,13 +20,13 @@ _WORDS = {2: "two", 3: "three"}
 class TrainParams(DataParams):
     """Train an autoencoder or a CNN classifier on an image dataset; save it in Keras' ``.keras`` format."""
 
-    model: Literal["conv_ae", "pool_ae", "face_ae", "cnn"] = "conv_ae"
+    model: Literal["conv_ae", "pool_ae", "face_ae", "cnn"] = "conv_ae"  # the autoencoders (README) or the classifier
     epochs: int = 10  # passes over the training images
     batch_size: int = 128  # images per gradient step
     z_dim: int | None = None  # the bottleneck size; default conv_ae 16, face_ae 256 (pool_ae, cnn: none)
     filters: tuple[int, ...] | None = None  # encoder Conv2D filters; default conv_ae 32,64,128, face_ae +256
     loss: Literal["bce", "mse"] = "bce"  # autoencoders' reconstruction loss (a cnn uses cross-entropy)
-    optimizer: Literal["adam", "adadelta", "rmsprop", "sgd"] = "adam"
+    optimizer: Literal["adam", "adadelta", "rmsprop", "sgd"] = "adam"  # Keras' optimizer of that name
     learning_rate: float | None = None  # default 1e-3 (for adadelta too: Keras' default is 0.001, not the old 1.0)
     validation_split: float = 0.1  # the last fraction of the training images, held out for val_loss
     seed: int = 0  # seeds weight initialisation and shuffling
@@ -73,5 +73,5 @@ def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callabl
 KINDS = (
     Kind("train", TrainParams, "gpu", "trains an autoencoder (conv_ae, pool_ae, face_ae) or the cnn classifier",
          handler="workers.handlers.train:run_train", memory=memory, x_axis="epoch",
-         gallery=("reconstructions.png",), late_params=("keep_checkpoint",)),
+         gallery=("reconstructions.png",), late_params=("keep_checkpoint",), search_steps="epochs"),
 )

@@ -4,7 +4,7 @@ Human tables by default, ``--json`` (and ``--csv``) for scripts. An error is one
 from the one table in ``scheduler.errors``: 2 for what the user can fix (a bad spec, an unknown job), 1 for a
 service that is away. The commands live by concern: ``batches`` (submit, status, cancel, retry), ``results``
 (jobs, show, metrics, artifacts, compare, export), ``farm`` (worker, reap, scheduler, serve, db), ``workers``,
-``reclaim`` (gc, delete) and ``demo``.
+``reclaim`` (gc, delete), ``kinds`` and ``demo``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 
 import click
 
-from scheduler.cli import batches, data, demo, farm, reclaim, results, workers
+from scheduler.cli import batches, data, demo, farm, kinds, reclaim, results, search, workers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,7 +28,7 @@ def cli() -> None:
     """
 
 
-for _module in (batches, results, farm, workers, demo, data, reclaim):
+for _module in (batches, results, farm, workers, demo, data, reclaim, kinds, search):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

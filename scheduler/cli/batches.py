@@ -1,16 +1,20 @@
-"""Batches: ``submit``, ``status``, ``cancel``, ``retry``."""
+"""Batches: ``submit``, ``validate``, ``status``, ``cancel``, ``retry``."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections import Counter
+from pathlib import Path
 
 import click
 
 from scheduler import lifecycle
 from scheduler.cli.common import handles_errors, open_plane
 from scheduler.cli.render import ProgressPrinter, ago, dumps, jobs_table, table
-from scheduler.control import ControlPlane
+from scheduler.control import ControlPlane, DryRun
 from scheduler.filters import job_ids
+from scheduler.settings import Settings
 from storage import queries
 from storage.queries import BatchSummary
 from storage.status import JobStatus
@@ -21,9 +25,13 @@ from storage.status import JobStatus
 @click.option("--wait", is_flag=True, help="Follow the batch until it is done (always so on the embedded default).")
 @click.option("--no-cache", is_flag=True, help="Run every job even if an identical job already succeeded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--dry-run", is_flag=True, help="Only validate and show the jobs it would write (`latentfarm validate`).")
 @handles_errors
-def submit(spec: str, wait: bool, no_cache: bool, as_json: bool) -> None:
+def submit(spec: str, wait: bool, no_cache: bool, as_json: bool, dry_run: bool) -> None:
     """Validate SPEC (a batch YAML file), write the batch and queue its ready jobs."""
+    if dry_run:
+        validate.callback(spec, no_cache, as_json)  # type: ignore[misc]
+        return
     cp = open_plane()
     batch_spec = cp.load(spec)
     result = cp.submit(batch_spec, no_cache=no_cache)
@@ -42,6 +50,39 @@ def submit(spec: str, wait: bool, no_cache: bool, as_json: bool) -> None:
         print_batch(cp, result.batch_id)
         if summary.status != "succeeded":
             raise click.exceptions.Exit(1)
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--no-cache", is_flag=True, help="Count no job as cached (as `submit --no-cache` would run them all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@handles_errors
+def validate(spec: str, no_cache: bool, as_json: bool) -> None:
+    """Check SPEC and show the jobs `submit` would write: names, needs, queues, and which the cache already holds.
+    Writes nothing. Every error of the spec is told, each on its own line (at most 20)."""
+    settings = Settings.from_env()
+    if settings.embedded and not _sqlite_exists(settings.database_url):  # nothing to read: create no database file
+        settings = dataclasses.replace(settings, database_url="sqlite://")
+    cp = ControlPlane.open(settings)
+    print_dry_run(cp.dry_run(cp.load(spec), no_cache=no_cache), as_json)
+
+
+def _sqlite_exists(url: str) -> bool:
+    path = url.removeprefix("sqlite:///")
+    return not url.startswith("sqlite:///") or Path(path).exists()
+
+
+def print_dry_run(run: DryRun, as_json: bool) -> None:
+    if as_json:
+        click.echo(dumps({"batch": run.batch, "jobs": [dataclasses.asdict(j) for j in run.jobs],
+                          "cached": run.cached, "to_run": len(run.jobs) - run.cached, "searches": run.searches}))
+        return
+    click.echo(table(["job", "kind", "queue", "needs", "cached"],
+                     [(j.name, j.kind, j.queue, ", ".join(j.needs) or "-",
+                       f"from job {j.cached_from}" if j.cached_from is not None else "-") for j in run.jobs]))
+    searches = f"; and the trials of search {', '.join(run.searches)}" if run.searches else ""
+    click.echo(f"batch {run.batch!r}: {len(run.jobs)} jobs, {run.cached} of them cached, "
+               f"{len(run.jobs) - run.cached} to run{searches}. Nothing was written.")
 
 
 def _wait(cp: ControlPlane, batch_id: int, show: bool = True) -> BatchSummary:
@@ -124,6 +165,13 @@ def cancel(jobs: tuple[int, ...], batch: int | None) -> None:
     with cp.store.session() as s:
         ids = job_ids(s, jobs, batch)
     out = lifecycle.cancel(cp.store, ids)
+    if not out["cancelled"] and not out["flagged"]:  # every one had ended already: say how
+        with cp.store.session() as s:
+            ended = Counter(j.status.value for j in queries.jobs_by_ids(s, ids))
+        what = ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) or "no jobs"
+        whose = f"batch {batch}'s jobs" if batch is not None else "the jobs"
+        click.echo(f"nothing to cancel: {whose} had ended already ({what})")
+        return
     click.echo(f"cancelled {len(out['cancelled'])} jobs; {len(out['flagged'])} running jobs will stop at their "
                "next check")
 
@@ -144,4 +192,4 @@ def retry(job: int, wait: bool) -> None:
         print_batch(cp, batch_id)
 
 
-COMMANDS = (submit, status, cancel, retry)
+COMMANDS = (submit, validate, status, cancel, retry)

@@ -26,7 +26,8 @@ def handles_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LatentfarmError as e:
-            click.echo(f"error: {_masked(str(e))}", err=True)
+            for line in _masked(str(e)).splitlines() or [""]:  # several errors of a spec: one line each
+                click.echo(f"error: {line}", err=True)
             raise click.exceptions.Exit(response_for(e).exit_code) from e
 
     return wrapper  # type: ignore[return-value]

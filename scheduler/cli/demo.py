@@ -5,6 +5,9 @@ new ones and score them, cluster the latents, and carve a small dream into the p
 from __future__ import annotations
 
 import dataclasses
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -97,9 +100,23 @@ def run_demo(out: str, epochs: int) -> None:
         click.echo(f"           {path.resolve()}")
     click.echo(f"database:  {mask_secrets(settings.database_url)}")
     click.echo(f"artifacts: {cp.store.artifacts.url}")
-    click.echo(f"next:      latentfarm status {result.batch_id}   |   latentfarm show {ids['samples']}   |   "
-               f"latentfarm metrics --batch {result.batch_id} --key test_accuracy")
-    click.echo(f"browse:    latentfarm serve   (then http://127.0.0.1:8080/batches/{result.batch_id})")
+    lf = command_name()
+    click.echo(f"next:      {lf} status {result.batch_id}   |   {lf} show {ids['samples']}   |   "
+               f"{lf} metrics --batch {result.batch_id} --key test_accuracy")
+    click.echo(f"browse:    {lf} serve   (then http://127.0.0.1:8080/batches/{result.batch_id})")
+
+
+def command_name(argv0: str | None = None) -> str:
+    """How to run latentfarm again from here, as the hints print it: ``latentfarm`` when that name on PATH is this
+    program, else the path this one was started by (``.venv/bin/latentfarm`` after ``make demo``)."""
+    started = argv0 if argv0 is not None else sys.argv[0]
+    on_path = shutil.which("latentfarm")
+    if Path(started).name != "latentfarm":  # python -m scheduler.cli
+        return "latentfarm" if on_path else f"{shlex.quote(sys.executable)} -m scheduler.cli"
+    if on_path and Path(on_path).resolve() == Path(started).resolve():
+        return "latentfarm"
+    return shlex.quote(os.path.relpath(started) if not os.path.isabs(started) or Path(started).is_relative_to(
+        Path.cwd()) else started)
 
 
 COMMANDS = (demo,)

@@ -109,11 +109,12 @@ def progress_line(snap: Snapshot) -> str:
     """``batch 3 [######......] 12/48, 10 succeeded, 2 running | train[z_dim=8] 40%, ...``"""
     summary = snap.summary
     c = summary.counts
-    done = sum(c.get(k, 0) for k in ("succeeded", "failed", "cancelled"))
+    done = sum(c.get(k, 0) for k in ("succeeded", "failed", "cancelled", "pruned"))
     width = 24
     filled = int(width * done / max(summary.total, 1))
     parts = [f"batch {summary.batch.id} [{'#' * filled}{'.' * (width - filled)}] {done}/{summary.total}"]
-    parts += [f"{c[k]} {k}" for k in ("succeeded", "running", "queued", "pending", "failed", "cancelled") if c.get(k)]
+    parts += [f"{c[k]} {k}" for k in ("succeeded", "running", "queued", "pending", "failed", "cancelled", "pruned")
+              if c.get(k)]
     line = ", ".join(parts)
     if snap.leftovers:
         line += f" (and {snap.leftovers} jobs an interrupted run left)"

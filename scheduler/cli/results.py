@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +16,7 @@ from scheduler.cli.render import csv_text, dumps, duration, jobs_table, metrics_
 from scheduler.errors import UserError
 from scheduler.filters import JobQuery, MetricFilter, ParamFilter, job_ids, parse_since
 from scheduler.filters import compare as compare_batch
+from scheduler.resources import LABELS, RESOURCE_METRICS, format_resource, resources_of
 from storage import queries
 from storage.status import JobStatus
 
@@ -59,7 +61,13 @@ def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | 
               *[j.params.get(n) for n in names], *[finals.get(j.id, {}).get(k, "") for k in keys]] for j in found]),
             nl=False)
     else:
-        click.echo(jobs_table(found, {k: {j.id: finals.get(j.id, {}).get(k) for j in found} for k in keys}))
+        click.echo(jobs_table(found, {k: {j.id: _readable(k, finals.get(j.id, {}).get(k)) for j in found}
+                                      for k in keys}))
+
+
+def _readable(key: str, value: float | None) -> Any:
+    """A resource metric in its unit (``312.4 MiB``), for a person; any other as it is."""
+    return format_resource(key, value) if key in RESOURCE_METRICS and value is not None else value
 
 
 @click.command()
@@ -67,7 +75,7 @@ def jobs(batch: int | None, kind: str | None, status_: str | None, since: str | 
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
 def show(job: int, as_json: bool) -> None:
-    """One JOB: params, events, metrics, artifacts and error."""
+    """One JOB: params, events, metrics, the resources it used, artifacts and error."""
     cp = open_plane()
     with cp.store.session() as s:
         j = queries.require_job(s, job)
@@ -75,9 +83,10 @@ def show(job: int, as_json: bool) -> None:
         events = queries.job_events(s, job)
         metrics = queries.job_metrics(s, [job])
         artifacts = queries.job_artifacts(s, job)
+        inherited = {k: v for k, v in queries.inherited_params(s, [job]).get(job, {}).items() if k not in j.params}
     if as_json:
-        click.echo(dumps({"job": j, "parents": parents, "events": events, "metrics": metrics,
-                          "artifacts": artifacts}))
+        click.echo(dumps({"job": j, "parents": parents, "inherited_params": inherited, "events": events,
+                          "metrics": metrics, "artifacts": artifacts}))
         return
     click.echo(f"job {j.id} {j.name!r} (batch {j.batch_id}, kind {j.kind}): {j.status.value}"
                + (f", cached from job {j.cached_from}" if j.cached_from else ""))
@@ -88,13 +97,19 @@ def show(job: int, as_json: bool) -> None:
     click.echo("params:")
     for k, v in j.params.items():
         click.echo(f"  {k}: {v}")
+    if inherited:
+        click.echo("inherited from the jobs it needs: " + ", ".join(f"{k}={v}" for k, v in inherited.items()))
     click.echo("events:")
     for e in events:
         what = e.status or e.kind
         click.echo(f"  {e.time:%Y-%m-%d %H:%M:%S}  {what:<10} {e.message or ''}")
-    if metrics:
+    own = [m for m in metrics if m.key not in RESOURCE_METRICS]
+    if own:
         click.echo("metrics:")
-        click.echo(metrics_table(metrics, indent="  "))
+        click.echo(metrics_table(own, indent="  "))
+    used = resources_of({m.key: m.value for m in metrics if m.step == 0})
+    if used:
+        click.echo("resources: " + ", ".join(f"{LABELS[k]} {format_resource(k, v)}" for k, v in used.items()))
     if artifacts:
         click.echo("artifacts:")
         click.echo(table(["name", "type", "bytes", "sha256", "path"],
@@ -156,21 +171,27 @@ def artifacts(jobs: tuple[int, ...], batch: int | None, name: str | None, media_
 @click.option("--metric", required=True, help="The metric to compare, e.g. val_loss (its last epoch's value).")
 @click.option("--by", "by", required=True, help="The parameter whose values are compared, e.g. z_dim.")
 @click.option("--higher-is-better", is_flag=True, help="For accuracies and the like: the best is the largest.")
+@click.option("--kind", default=None, help="Compare jobs of this kind only (needed when several kinds record METRIC).")
 @click.option("--json", "as_json", is_flag=True)
 @handles_errors
-def compare(batch: int, metric: str, by: str, higher_is_better: bool, as_json: bool) -> None:
-    """The final METRIC of BATCH's jobs per value of the parameter BY: one row per value (best, mean, worst)."""
+def compare(batch: int, metric: str, by: str, higher_is_better: bool, kind: str | None, as_json: bool) -> None:
+    """The final METRIC of BATCH's jobs per value of the parameter BY, their own or inherited from the jobs they
+    need (an encode of train[z_dim=8] counts for z_dim 8): one row per value (best, mean, worst); * marks the best
+    value, ^ a value inherited from an ancestor."""
     cp = open_plane()
     with cp.store.session() as s:
-        result = compare_batch(s, batch, metric, by, higher_is_better)
+        result = compare_batch(s, batch, metric, by, higher_is_better, kind)
     if as_json:
         result.pop("best")
         click.echo(dumps(result))
         return
     rows = result["rows"]
     click.echo(table([by, "jobs", f"best {metric}", "mean", "worst", "best job"],
-                     [(("* " if i == result["best"] else "  ") + json.dumps(r[by]), r["jobs"], r["best"], r["mean"],
-                       r["worst"], f"{r['best_job']} {r['best_name']}") for i, r in enumerate(rows)]))
+                     [(("* " if i == result["best"] else "  ") + json.dumps(r[by]) + (" ^" if r["inherited"] else ""),
+                       r["jobs"], r["best"], r["mean"], r["worst"], f"{r['best_job']} {r['best_name']}")
+                      for i, r in enumerate(rows)]))
+    if any(r["inherited"] for r in rows):
+        click.echo(f"^ {by} inherited from the jobs they need ({result['kind']} jobs compared)")
 
 
 @click.command()

@@ -154,10 +154,13 @@ async def submit_batch(request: Request, response: Response, cp: Plane,
 def compare_batch(batch_id: Id, cp: Plane,
                   metric: Annotated[str, Query(min_length=1, max_length=200, description="e.g. val_loss")],
                   by: Annotated[str, Query(min_length=1, max_length=200, description="a parameter, e.g. z_dim")],
-                  higher_is_better: bool = False) -> dict[str, Any]:
-    """The final metric of the batch's jobs per value of a parameter: best, mean and worst per value."""
+                  higher_is_better: bool = False,
+                  kind: Annotated[str | None, Query(max_length=200, description="compare jobs of this kind only")]
+                  = None) -> dict[str, Any]:
+    """The final metric of the batch's jobs (of one kind) per value of a parameter, their own or inherited from the
+    jobs they need: best, mean and worst per value."""
     with cp.store.session() as s:
-        result = compare(s, batch_id, metric, by, higher_is_better)
+        result = compare(s, batch_id, metric, by, higher_is_better, kind)
     result["rows"] = [{"value": r.pop(by), **r} for r in result["rows"]]
     return result
 

@@ -15,7 +15,7 @@ from storage.records import Artifact, Job
 
 API = "/api/v1"
 T = TypeVar("T")
-Status = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled"]  # storage.status.JobStatus
+Status = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled", "pruned"]  # JobStatus
 
 
 class Page(BaseModel, Generic[T]):
@@ -30,7 +30,8 @@ class Page(BaseModel, Generic[T]):
 class BatchOut(BaseModel):
     id: int
     name: str
-    status: str = Field(description="pending work: running; else succeeded, failed, cancelled or blocked")
+    status: str = Field(description="pending work: running; else succeeded (pruned trials included), failed, "
+                                    "cancelled or blocked")
     counts: dict[str, int] = Field(description="jobs by status")
     total: int
     progress: float = Field(description="0..1: finished jobs count 1, running jobs their own progress")
@@ -71,8 +72,16 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     metrics: dict[str, float] = Field(default_factory=dict,
-                                      description="final values of the metrics filtered or sorted on")
+                                      description="final values of the metrics filtered or sorted on (on GET /jobs "
+                                                  "with finals=true: of every metric)")
+    inherited: dict[str, Any] | None = Field(
+        None, description="the params it inherits from its ancestors, each from the nearest that has it (a sample of "
+        "an encode of train[z_dim=8] inherits z_dim: 8); its own params win (on GET /jobs/{id}, and on GET /jobs "
+        "with inherited=true)")
     parents: list[int] | None = Field(None, description="the jobs it needs (only on GET /jobs/{id})")
+    resources: dict[str, float] | None = Field(
+        None, description="what it used, as its worker measured it: wall_seconds, cpu_seconds, peak_rss (bytes), "
+        "gpu_peak_memory (bytes), gpu_util_mean (%); also among its metrics (only on GET /jobs/{id}, once succeeded)")
 
 
 class EventOut(BaseModel):
@@ -132,6 +141,7 @@ class CompareRow(BaseModel):
     worst: float
     best_job: int
     best_name: str
+    inherited: bool = Field(description="the value comes (for some of its jobs) from an ancestor of theirs")
 
 
 class Comparison(BaseModel):
@@ -139,8 +149,9 @@ class Comparison(BaseModel):
     metric: str
     by: str
     higher_is_better: bool
+    kind: str = Field(description="the kind of the jobs compared (never several)")
     rows: list[CompareRow]
-    best: int = Field(description="index of the best row")
+    best: int | None = Field(description="index of the best row; never a row whose value is null (none if only such)")
 
 
 class WorkerOut(BaseModel):

@@ -1,22 +1,22 @@
-"""What the dashboard's pages show, apart from the routes: template filters, metric curves, the gallery of a
-batch, the choices and chart of a comparison. Kinds are told apart only by their hints in ``core.kinds``."""
+"""What the dashboard's pages show, apart from the routes: template filters, links that keep a page's query, a
+job's metric curves, the chart of a comparison (a sweep's views: ``sweep``). Kinds are told apart only by their
+hints in ``core.kinds``."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlencode
 
-from sqlalchemy.orm import Session
+from starlette.requests import Request
 
 from core.kinds import KINDS
+from scheduler.resources import RESOURCE_METRICS
 from scheduler.web import charts
-from storage import queries
-from storage.records import Artifact, Job, Metric
-
-GALLERY_JOBS = 24  # jobs of one kind whose images the batch page shows side by side
+from storage.records import Job, Metric
 
 
 def _utc(t: datetime) -> datetime:
@@ -66,6 +66,17 @@ def size(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
+def url_with(request: Request, path: str | None = None, **changes: Any) -> str:
+    """This page's URL (or ``path``) with its query, but for ``changes``: a value replaces the parameter's (a list:
+    one each), None or False removes it, True is ``1``."""
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k not in changes]
+    for k, v in changes.items():
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            if item is not None and item is not False:
+                kept.append((k, "1" if item is True else str(item)))
+    return (path or request.url.path) + (f"?{urlencode(kept)}" if kept else "")
+
+
 def value(v: Any) -> str:
     """A parameter's value as written in a spec: text as is, the rest as JSON."""
     return v if isinstance(v, str) else json.dumps(v)
@@ -101,46 +112,12 @@ def gallery_names(job: Job) -> tuple[str, ...]:
     return KINDS[job.kind].gallery if job.kind in KINDS else ()
 
 
-def gallery(s: Session, batch_id: int, finals_of: Callable[[list[int]], dict[int, dict[str, float]]]
-            ) -> list[dict[str, Any]]:
-    """For each kind with gallery images (its ``Kind.gallery`` hint), the first ``GALLERY_JOBS`` jobs of the batch
-    of that kind that have them: each with its images and its final metrics."""
-    sections = []
-    for name, kind in KINDS.items():
-        if not kind.gallery:
-            continue
-        jobs = queries.list_jobs(s, batch_id=batch_id, kind=name, limit=GALLERY_JOBS)
-        by_job: dict[int, list[Artifact]] = {}
-        for a in queries.artifacts_of(s, [j.id for j in jobs]):
-            if a.name in kind.gallery and a.media_type.startswith("image/"):
-                by_job.setdefault(a.job_id, []).append(a)
-        shown = [j for j in jobs if j.id in by_job]
-        if shown:
-            finals = finals_of([j.id for j in shown])
-            sections.append({"kind": name, "artifacts": kind.gallery, "figures": [
-                {"job": j, "images": by_job[j.id], "scores": finals.get(j.id, {})} for j in shown]})
-    return sections
-
-
-def compare_choices(jobs: list[Job], finals: dict[int, dict[str, float]]
-                     ) -> tuple[list[str], list[str], set[str]]:
-    """The metrics and parameters a comparison can use. Parameters that take more than one value among jobs of
-    the same kind (swept) come first: a train's batch_size differing from an encode's is no sweep."""
-    metrics = sorted({k for values in finals.values() for k in values})
-    seen: dict[tuple[str, str], set[str]] = {}
-    for j in jobs:
-        for name, v in j.params.items():
-            seen.setdefault((j.kind, name), set()).add(json.dumps(v, sort_keys=True))
-    swept = {name for (_, name), vs in seen.items() if len(vs) > 1}
-    names = {name for _, name in seen}
-    return metrics, sorted(names, key=lambda n: (n not in swept, n)), swept
-
-
 def default_metric(metrics: list[str]) -> str | None:
     for preferred in ("test_loss", "val_loss", "loss", "fid_cnn", "fid_latent", "test_accuracy", "value"):
         if preferred in metrics:
             return preferred
-    return metrics[0] if metrics else None
+    own = [m for m in metrics if m not in RESOURCE_METRICS]  # a job's own metric before what it used
+    return (own or metrics)[0] if metrics else None
 
 
 def compare_chart(result: dict[str, Any]) -> str:

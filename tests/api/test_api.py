@@ -282,7 +282,8 @@ def test_compare_a_sweep(farm: Farm) -> None:
     assert c["best"] == 0 and c["rows"][0]["best_name"] == "sweep[value=1]"
     high = get(farm.client, f"/batches/{main}/compare", metric="value", by="fail", higher_is_better="true")
     assert high["rows"] == [{"value": False, "jobs": 4, "best": 10.0, "mean": 4.0, "worst": 1.0,
-                             "best_job": jobs["report"], "best_name": "report"}] and high["best"] == 0
+                             "best_job": jobs["report"], "best_name": "report", "inherited": False}] \
+        and high["best"] == 0 and high["kind"] == "noop"
     assert "has the metric 'val_loss'" in problem(
         farm.client.get(f"{API}/batches/{main}/compare", params={"metric": "val_loss", "by": "value"}), 400)
     assert "no job of batch" in problem(
@@ -371,8 +372,8 @@ def test_jobs_page_with_limit_and_offset(farm: Farm) -> None:
     ({"since": "99999999999999d"}, "since: expected e.g. 30m"),
     ({"since": ""}, "since: expected e.g. 30m"),
     ({"since": "\x00"}, "since: expected e.g. 30m"),
-    ({"bacth": "1"}, "unknown query parameter 'bacth': this endpoint takes batch, desc, kind, limit, offset, "
-                     "param, since, sort, status, where"),
+    ({"bacth": "1"}, "unknown query parameter 'bacth': this endpoint takes batch, desc, finals, inherited, kind, "
+                     "limit, offset, param, since, sort, status, where"),
 ])
 def test_a_malformed_job_query_is_a_400(farm: Farm, query: dict[str, str], says: str) -> None:
     detail = problem(farm.client.get(f"{API}/jobs", params=query), 400)
@@ -432,8 +433,9 @@ def test_job_metrics(farm: Farm) -> None:
 def test_metrics_of_several_jobs_and_of_a_batch(farm: Farm) -> None:
     jobs = main_jobs(farm)
     two = get(farm.client, "/metrics", job=[jobs["sweep[value=2]"], jobs["report"]])
-    assert [(m["job_id"], m["key"], m["value"]) for m in two["items"]] == [
+    assert [(m["job_id"], m["key"], m["value"]) for m in two["items"] if m["key"] == "value"] == [
         (jobs["sweep[value=2]"], "value", 2.0), (jobs["report"], "value", 10.0)]
+    assert {m["key"] for m in two["items"]} == {"value", "wall_seconds", "cpu_seconds", "peak_rss"}  # + resources
     values = get(farm.client, "/metrics", batch=farm.ids["main"], key="value")
     assert sorted(m["value"] for m in values["items"]) == [1.0, 2.0, 3.0, 10.0] and values["total"] == 4
     both = get(farm.client, "/metrics", batch=farm.ids["others"][1], job=jobs["report"], key="value")
@@ -649,7 +651,7 @@ def test_retry(farm: Farm) -> None:
     events = get(farm.client, f"/jobs/{flaky}/events")["items"]
     assert "retry requested" in [e["message"] for e in events]
     assert [e["status"] for e in events if e["kind"] == "status"][-3:] == ["queued", "running", "succeeded"]
-    assert get(farm.client, "/metrics", job=flaky)["items"][0]["value"] == 5.0
+    assert get(farm.client, "/metrics", job=flaky, key="value")["items"][0]["value"] == 5.0
     assert problem(farm.client.post(f"{API}/jobs/{flaky}/retry", headers=AUTH), 409).endswith(
         "only failed, cancelled or queued jobs can be retried")
 

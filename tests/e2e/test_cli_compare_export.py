@@ -57,9 +57,9 @@ def test_jobs_filtered_by_param_and_metric_sorted_as_csv(farm: Path) -> None:
 def test_metrics_and_artifacts_as_csv_and_json(farm: Path) -> None:
     header, *rows = list(csv.reader(io.StringIO(run(["metrics", "--batch", "1", "--csv"], farm).stdout)))
     assert header == ["job", "key", "step", "value", "time"]
-    assert sorted((int(r[0]), r[1], r[2], r[3]) for r in rows)[:2] == [(1, "value", "0", "3.0"),
-                                                                       (2, "value", "0", "1.0")]
-    assert len(rows) == 6
+    own = sorted((int(r[0]), r[1], r[2], r[3]) for r in rows if r[1] == "value")
+    assert own[:2] == [(1, "value", "0", "3.0"), (2, "value", "0", "1.0")]
+    assert len(own) == 6 and len(rows) == 6 * 4  # each job's value, and the three resources its worker measured
     found = run_json(["artifacts", "--batch", "1", "--name", "out.json"], farm)
     assert len(found) == 6 and all(a["media_type"] == "application/json" for a in found)
     assert all(json.loads(Path(a["path"]).read_text())["value"] in (1.0, 2.0, 3.0) for a in found)
@@ -74,9 +74,11 @@ def test_metrics_and_artifacts_as_csv_and_json(farm: Path) -> None:
     (["jobs", "--where", "value~2"], "error: --where: expected METRIC OP NUMBER with OP one of < <= > >= = !=, "
                                      "e.g. 'test_loss<0.1', got 'value~2'"),
     (["jobs", "--param", "seconds"], "error: --param: expected NAME=VALUE, e.g. z_dim=16, got 'seconds'"),
-    (["compare", "1", "--metric", "value", "--by", "z_dim"], "error: no job of batch 1 has a parameter 'z_dim'"),
+    (["compare", "1", "--metric", "value", "--by", "z_dim"],
+     "error: no job of batch 1 has a parameter 'z_dim', of its own or from the jobs it needs"),
     (["compare", "1", "--metric", "loss", "--by", "value"],
-     "error: no job of batch 1 with a parameter 'value' has the metric 'loss' (metrics there: value)"),
+     "error: no job of batch 1 with a parameter 'value' has the metric 'loss' (metrics there: cpu_seconds, "
+     "peak_rss, value, wall_seconds)"),
     (["compare", "9", "--metric", "value", "--by", "value"], "error: no batch 9"),
     (["export", "99", "out"], "error: no job 99"),
     (["cancel"], "error: name one or more jobs (JOB...) or a batch (--batch)"),
@@ -95,7 +97,9 @@ def test_export_copies_the_artifacts_checked_with_job_json(farm: Path) -> None:
     assert "1 artifacts and job.json exported" in run(["export", str(job["id"]), str(out)], farm).stdout
     assert json.loads((out / "out.json").read_text()) == {"job": "n[seconds=0.01,value=2]", "value": 2.0}
     record = json.loads((out / "job.json").read_text())
-    assert record["job"]["id"] == job["id"] and [(m["key"], m["value"]) for m in record["metrics"]] == [("value", 2.0)]
+    assert record["job"]["id"] == job["id"]
+    metrics = {m["key"]: m["value"] for m in record["metrics"]}  # its own, and the resources its worker measured
+    assert metrics["value"] == 2.0 and set(metrics) == {"value", "wall_seconds", "cpu_seconds", "peak_rss"}
     assert sorted(p.name for p in out.iterdir()) == ["job.json", "out.json"]  # no staging left behind
     again = run(["export", str(job["id"]), str(out)], farm, check=False)
     assert again.returncode == 2 and "already has out.json, job.json" in again.stderr

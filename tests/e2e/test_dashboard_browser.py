@@ -3,8 +3,9 @@ browsed in headless Chromium through selenium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (/usr/bin/chromium, /usr/bin/chromedriver): without them the
 tests skip locally and fail in CI. Selenium is given both paths, so it never downloads a browser or a driver.
-The job page's screenshot goes to $LATENTFARM_TEST_ARTIFACTS when set, else to pytest's tmp_path; the test
-prints where (``pytest -s`` or ``-rA`` shows it).
+The pages' screenshots (a job, the jobs table, the curves, the scatter, the parallel coordinates, the galleries, the
+buttons' answers) go to $LATENTFARM_TEST_ARTIFACTS when set, else to pytest's tmp_path; each test prints where
+(``pytest -s`` or ``-rA`` shows it).
 """
 
 from __future__ import annotations
@@ -169,6 +170,24 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return where
 
 
+def shoot(driver: Any, tmp_path: Path, name: str) -> Path:
+    """A screenshot of the whole page (up to 6000 px high) as ``name``.png; its path is printed."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(max(int(height) + 120, 800), 6000))
+    shot = screenshot_dir(tmp_path) / f"{name}.png"
+    assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    driver.set_window_size(1280, 1000)
+    print(f"dashboard screenshot: {shot}")
+    return shot
+
+
+def drawn(driver: Any, selector: str) -> list[list[float]]:
+    """The bounding box (x, y, width, height) of each SVG element the selector finds, as the browser laid it out."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "return [...document.querySelectorAll(arguments[0])].map(e => { const b = e.getBBox();"
+        " return [b.x, b.y, b.width, b.height]; })", selector)
+
+
 def test_from_the_batches_to_a_train_job_with_its_curves_and_images(browser: Any, server: Server,
                                                                      tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
@@ -186,10 +205,6 @@ def test_from_the_batches_to_a_train_job_with_its_curves_and_images(browser: Any
     jobs = css(browser, "table#jobs tr[data-job-id]")
     assert len(jobs) == len(server.jobs)
     assert all(j.find_element(By.CSS_SELECTOR, ".status").text == "succeeded" for j in jobs)
-    samples = images_loaded(browser)  # the samplers' grids side by side
-    assert samples.count("samples.png") == 2
-    captions = " ".join(f.text for f in css(browser, "#gallery figure"))
-    assert "normal" in captions and "fitted_normal" in captions and "nn_dist" in captions
     check_page(browser)
 
     browser.find_element(By.LINK_TEXT, "train[z_dim=2]").click()
@@ -212,12 +227,7 @@ def test_from_the_batches_to_a_train_job_with_its_curves_and_images(browser: Any
     assert "epoch 3/3" in events
     check_page(browser)
 
-    height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1280, min(max(int(height) + 120, 800), 6000))
-    shot = screenshot_dir(tmp_path) / f"dashboard-job-{job_id}.png"
-    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
-    browser.set_window_size(1280, 1000)
-    print(f"dashboard screenshot: {shot}")
+    shoot(browser, tmp_path, f"dashboard-job-{job_id}")
 
 
 def test_cluster_job_draws_its_k_sweep(browser: Any, server: Server) -> None:
@@ -249,6 +259,155 @@ def test_compare_view_from_the_batch_form(browser: Any, server: Server) -> None:
     assert len(line.get_attribute("points").split()) == 2
     assert browser.execute_script("return arguments[0].getBBox().width", line) > 0
     check_page(browser)
+
+
+def test_jobs_table_sorts_and_filters_by_clicks(browser: Any, server: Server, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(f"{server.url}/batches/{server.batch}")
+    table = wait_for(browser, lambda d: css(d, "table#jobs"), "the jobs table")[0]
+    heads = [h.text for h in table.find_elements(By.CSS_SELECTOR, "th.metric-col")]
+    assert "test_loss" in heads and len(heads) <= 3  # a few metrics, not every one
+    table.find_element(By.CSS_SELECTOR, "th a[data-sort='m:test_loss']").click()
+    wait_for(browser, lambda d: "sort=m%3Atest_loss" in d.current_url, "sorted by test_loss")
+    cells = [c.text for c in css(browser, "table#jobs td[data-metric='test_loss']")]
+    losses = [float(c) for c in cells if c]
+    assert len(losses) == 2 and losses == sorted(losses) and cells[:2] == [c for c in cells if c]
+    form = browser.find_element(By.ID, "jobs-filter")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("sample")
+    form.find_element(By.NAME, "param").send_keys("z_dim=4")  # inherited by the samplers from their training
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, lambda d: "kind=sample" in d.current_url, "the filtered table")
+    rows = css(browser, "table#jobs tr[data-job-id]")
+    assert sorted(r.find_element(By.CSS_SELECTOR, "td.name").text for r in rows) == [
+        "sample[sampler=fitted_normal]", "sample[sampler=normal]"]
+    assert all(r.find_element(By.CSS_SELECTOR, "td[data-param='z_dim']").text == "4 ↑" for r in rows)
+    check_page(browser)
+    shoot(browser, tmp_path, f"dashboard-batch-{server.batch}-table")
+
+
+def test_curves_scatter_and_parallel_views_draw_every_training(browser: Any, server: Server, tmp_path: Path
+                                                               ) -> None:
+    from selenium.webdriver.common.by import By
+
+    base = f"{server.url}/batches/{server.batch}"
+    browser.get(base)
+    wait_for(browser, lambda d: css(d, "nav#views a[data-view='curves']"), "the views' tabs")[0].click()
+    wait_for(browser, lambda d: d.current_url.endswith("/curves"), "the curves view")
+    chart = browser.find_element(By.CSS_SELECTOR, "svg.chart.curves")
+    assert "val_loss per epoch" in chart.get_attribute("aria-label")
+    series = chart.find_elements(By.CSS_SELECTOR, "g.series")
+    assert len(series) == 2  # both trainings, coloured by z_dim
+    assert {s.find_element(By.TAG_NAME, "polyline").get_attribute("stroke") for s in series} == set(
+        c.get_attribute("fill") for c in chart.find_elements(By.CSS_SELECTOR, "g.legend rect.swatch"))
+    for line in chart.find_elements(By.TAG_NAME, "polyline"):
+        assert len(line.get_attribute("points").split()) == 3  # three epochs
+    boxes = drawn(browser, "svg.curves g.series polyline")
+    assert len(boxes) == 2 and all(w > 100 and h > 0 for _, _, w, h in boxes), boxes
+    assert all(w > 0 for _, _, w, _ in drawn(browser, "svg.curves g.series circle"))
+    check_page(browser)
+    shoot(browser, tmp_path, f"dashboard-batch-{server.batch}-curves")
+
+    browser.get(f"{base}/scatter?metric=test_loss&by=z_dim")
+    points = drawn(browser, "svg.scatter circle")
+    assert len(points) == 2 and all(w > 0 for _, _, w, _ in points)
+    assert points[0][0] < points[1][0]  # z_dim 2 left of z_dim 4
+    check_page(browser)
+    shoot(browser, tmp_path, f"dashboard-batch-{server.batch}-scatter")
+
+    browser.get(f"{base}/parallel?metric=test_loss")
+    lines = browser.find_elements(By.CSS_SELECTOR, "svg.parallel g.lines polyline")
+    assert len(lines) == 2 and all(len(line.get_attribute("points").split()) == 2 for line in lines)  # z_dim, loss
+    assert all(w > 0 for _, _, w, _ in drawn(browser, "svg.parallel g.lines polyline"))
+    assert [t.text for t in browser.find_elements(By.CSS_SELECTOR, "svg.parallel text.axis-name")] == [
+        "z_dim", "test_loss"]
+    check_page(browser)
+    shoot(browser, tmp_path, f"dashboard-batch-{server.batch}-parallel")
+
+
+def test_gallery_puts_each_jobs_image_side_by_side_with_its_params_and_scores(browser: Any, server: Server,
+                                                                              tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{server.url}/batches/{server.batch}")
+    wait_for(browser, lambda d: css(d, "nav#views a[data-view='gallery']"), "the views' tabs")[0].click()
+    wait_for(browser, lambda d: d.current_url.endswith("/gallery"), "the gallery")
+    assert images_loaded(browser) == ["clusters_2d.png"]  # the first kind's hinted image
+    browser.get(f"{server.url}/batches/{server.batch}/gallery?kind=sample&image=samples.png&sort=nn_dist")
+    assert images_loaded(browser) == ["samples.png", "samples.png"]
+    sizes = browser.execute_script("return [...document.querySelectorAll('#gallery img.artifact')]"
+                                   ".map(i => [i.naturalWidth, i.naturalHeight, i.width])")
+    assert all(w > 100 and h > 100 and shown > 50 for w, h, shown in sizes), sizes
+    captions = [f.text for f in css(browser, "#gallery figure")]
+    assert any("fitted_normal" in c for c in captions) and all("nn_dist" in c and "z_dim" in c for c in captions)
+    assert all(f.find_element(By.CSS_SELECTOR, "dl.params .inherited") for f in css(browser, "#gallery figure"))
+    check_page(browser)
+    shoot(browser, tmp_path, f"dashboard-batch-{server.batch}-gallery-samples")
+    browser.get(f"{server.url}/batches/{server.batch}/gallery?kind=train&image=reconstructions.png")
+    assert images_loaded(browser) == ["reconstructions.png", "reconstructions.png"]
+    check_page(browser)
+    shoot(browser, tmp_path, f"dashboard-batch-{server.batch}-gallery-reconstructions")
+
+
+ACTIONS_SPEC = """\
+batch: dashboard-actions
+jobs:
+  - {name: broken, kind: noop, params: {fail: true}, max_attempts: 1}
+  - {name: nap, kind: noop, params: {seconds: 120}}
+"""
+TOKEN = "dashboard-browser-token-3b9d"
+
+
+def test_a_signed_in_browser_cancels_and_retries_with_the_buttons(browser: Any, tmp_path: Path) -> None:
+    """On a server with a token: the buttons' POSTs go through the API with the session cookie alone (the page's
+    script never holds the token), from the page's own origin, as the guard requires."""
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.test_serve import serving
+
+    env = clean_env(LATENTFARM_API_TOKEN=TOKEN, LATENTFARM_LEASE_SECONDS="6")
+    with serving(tmp_path, env) as guarded:
+        status, _, out = guarded.call("POST", "/batches", ACTIONS_SPEC, {"Content-Type": "application/yaml"})
+        assert status == 201, out
+        nap, broken = out["jobs"]["nap"], out["jobs"]["broken"]
+
+        def job(i: int) -> dict[str, Any]:
+            return guarded.call("GET", f"/jobs/{i}")[2]  # type: ignore[no-any-return]
+
+        deadline = time.monotonic() + 60
+        while job(broken)["status"] != "failed" or job(nap)["status"] != "running":
+            assert time.monotonic() < deadline, (job(broken), job(nap))
+            time.sleep(0.3)
+        base = f"http://127.0.0.1:{guarded.port}"
+        browser.delete_all_cookies()
+        browser.get(f"{base}/batches/{out['batch']}")
+        wait_for(browser, lambda d: "/login?next=" in d.current_url, "the sign-in page")
+        browser.find_element(By.NAME, "token").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+        wait_for(browser, lambda d: css(d, "table#jobs"), "the batch page, signed in")
+        said = browser.find_element(By.ID, "action-result")
+
+        browser.find_element(By.CSS_SELECTOR, f"button[data-action='cancel'][data-job-id='{nap}']").click()
+        wait_for(browser, lambda d: said.text, "the cancel's answer")
+        assert said.text in ("1 running job asked to stop", "cancelled 1 job"), said.text
+        deadline = time.monotonic() + 30
+        while job(nap)["status"] != "cancelled":
+            assert time.monotonic() < deadline, job(nap)
+            time.sleep(0.3)
+
+        before = said.text
+        browser.find_element(By.CSS_SELECTOR, f"button[data-action='retry'][data-job-id='{broken}']").click()
+        wait_for(browser, lambda d: said.text != before, "the retry's answer")
+        assert said.text == f"job {broken} queued again"
+        assert not browser.find_element(By.CSS_SELECTOR, f"button[data-job-id='{broken}']").is_displayed()
+        deadline = time.monotonic() + 30
+        while job(broken)["attempts"] != 2 or job(broken)["status"] != "failed":  # it ran again, and failed again
+            assert time.monotonic() < deadline, job(broken)
+            time.sleep(0.3)
+        check_page(browser)
+        shoot(browser, tmp_path, f"dashboard-batch-{out['batch']}-actions")
+        browser.delete_all_cookies()
 
 
 LIVE_SPEC = """\

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.e2e.cli import run
+from tests.e2e.cli import clean_env, run
 
 DEMO_BUDGET_S = 180
 
@@ -32,3 +33,9 @@ def test_demo_trains_and_writes_reconstructions_in_time(tmp_path: Path) -> None:
     assert str(png) in proc.stdout
     mse = float(re.search(r"test MSE (\d+\.\d+)", proc.stdout).group(1))  # type: ignore[union-attr]
     assert mse < 0.02  # digits are reconstructed, not noise (a mean image scores about 0.06)
+    # every hint runs as printed, from where the demo ran
+    hints = next(line for line in proc.stdout.splitlines() if line.startswith("next:")).removeprefix("next:")
+    for hint in hints.split("|"):
+        done = subprocess.run(hint.strip(), shell=True, cwd=tmp_path, env=clean_env(), capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip(), (hint, done.stdout, done.stderr)

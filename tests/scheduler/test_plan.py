@@ -75,9 +75,12 @@ OTHER_VALUES = {
                    "threshold": 0.01},
     "dream_merge": {"size": 224, "iteration": 1, "level": 1, "last_level": False, "final": False, "clip": 0.9},
 }
+OTHER_VALUES["study"] = {"space": {"z_dim": {"choice": [2, 4]}}, "metric": "loss", "maximize": True, "trials": 5,
+                         "parallel": 2, "sampler": "random", "pruner": "median", "seed": 1, "startup": 3}
 OTHER_VALUES["sleep"] = OTHER_VALUES["noop"]
 # Params a value above needs to be valid on its own (a required one, or the bounds it must lie within).
 VALID_WITH = {"dream": {"image": "/d/in.jpg"}, "dream_tile": {"level": 2},
+              "study": {"space": {"z_dim": {"int": [2, 8]}}, "metric": "val_loss", "trials": 4},
               "dream_merge": {"final": False}}
 KIND_PARAMS = [(kind, name) for kind in sorted(KINDS)
                for name in sorted(set(KINDS[kind].params.__dataclass_fields__) - LOCATION_PARAMS)]

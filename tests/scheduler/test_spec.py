@@ -218,7 +218,7 @@ def test_duplicate_name(tmp_path: Path) -> None:
 def test_unknown_job_field(tmp_path: Path) -> None:
     e = spec_error(tmp_path, "batch: b\njobs:\n  - {name: a, kind: noop, deps: [x]}\n")
     check(e, "a", "deps", "unknown field; expected one of: foreach, kind, max_attempts, name, needs, params, "
-                          "priority, queue, sweep, timeout")
+                          "priority, queue, search, sweep, timeout")
 
 
 @pytest.mark.parametrize("kind_part,shown", [("kind: fit", "'fit'"), ("kind: Train", "'Train'"),

@@ -102,6 +102,9 @@ class StubContext(JobContext):
         self.dropped.append((name, *self.recorded.pop(name)))
         self.blobs.by_job.get(self.job.id, {}).pop(name, None)
 
+    def trial_reporter(self) -> Any:
+        return _NoSearch()
+
     def own_artifact(self, name: str) -> Artifact | None:
         found = self.blobs.by_job.get(self.job.id, {}).get(name)
         return found[0] if found else None
@@ -143,3 +146,10 @@ class StubContext(JobContext):
 
     def steps(self, key: str) -> list[int]:
         return sorted(step for k, step in self.metric_rows if k == key)
+
+
+class _NoSearch:
+    """A job of no search: its steps are reported to no pruner."""
+
+    def report(self, step: int) -> None:
+        pass

@@ -1,11 +1,12 @@
-// latentfarm dashboard: refreshes live numbers from the JSON API (/api/v1). Vanilla JS, no dependencies.
-// Pages are complete without it; it only updates statuses, counts and progress bars in place.
+// latentfarm dashboard: refreshes live numbers from the JSON API (/api/v1) and sends the cancel and retry buttons
+// to it. Vanilla JS, no dependencies. Pages are complete without it but for those buttons; it only updates
+// statuses, counts and progress bars in place.
 (function () {
   "use strict";
 
   var PERIOD_MS = 2000;
   var ACTIVE = ["pending", "queued", "running"];
-  var STATUSES = ["pending", "queued", "running", "succeeded", "failed", "cancelled"];
+  var STATUSES = ["pending", "queued", "running", "succeeded", "failed", "cancelled", "pruned"];
 
   function isActive(status) { return ACTIVE.indexOf(status) >= 0; }
 
@@ -108,7 +109,74 @@
     });
   }
 
+  // The cancel and retry buttons: a POST to the API with no body, from this page (the browser says so in
+  // Sec-Fetch-Site and Origin) with the session cookie, as the server's guard asks of a write signed in by it.
+  function say(text, failed) {
+    var out = document.getElementById("action-result");
+    if (!out) { return; }
+    out.textContent = text;
+    out.className = failed ? "note error" : "note";
+  }
+
+  function describe(action, answer) {
+    if (action === "retry") {
+      return (answer.queued || []).length ? "job " + answer.job + " queued again"
+        : "job " + answer.job + " will run again once the jobs it needs have";
+    }
+    var n = (answer.cancelled || []).length;
+    var flagged = (answer.flagged || []).length;
+    var said = [];
+    if (n) { said.push("cancelled " + n + " job" + (n === 1 ? "" : "s")); }
+    if (flagged) { said.push(flagged + " running job" + (flagged === 1 ? "" : "s") + " asked to stop"); }
+    return said.length ? said.join("; ") : "nothing to cancel: the jobs had finished";
+  }
+
+  function refreshRow(row, id) {
+    fetch("/api/v1/jobs/" + id, { headers: { Accept: "application/json" }, cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (job) { if (job) { setStatus(row, job.status); setProgress(row, job.progress); } })
+      .catch(function () {});
+  }
+
+  function act(button) {
+    var action = button.getAttribute("data-action");
+    var job = button.getAttribute("data-job-id");
+    var url = action === "cancel-batch"
+      ? "/api/v1/batches/" + button.getAttribute("data-batch-id") + "/cancel"
+      : "/api/v1/jobs/" + job + "/" + action;
+    if (action === "cancel-batch" && !window.confirm("Cancel every job of this batch that has not finished?")) {
+      return;
+    }
+    button.disabled = true;
+    fetch(url, { method: "POST", credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (body) { return [r.ok, r.status, body]; });
+      })
+      .then(function (result) {
+        var ok = result[0], body = result[2];
+        if (!ok) {
+          say(action + " refused (" + result[1] + "): " + (body.detail || "no reason given"), true);
+          button.disabled = false;
+          return;
+        }
+        say(describe(action === "cancel-batch" ? "cancel" : action, body), false);
+        button.hidden = true;
+        if (action === "cancel-batch") { window.location.reload(); return; }
+        var row = button.closest("tr[data-job-id]");
+        if (row) { refreshRow(row, job); }
+      })
+      .catch(function () { say(action + " failed: the server did not answer", true); button.disabled = false; });
+  }
+
+  function actions() {
+    var buttons = document.querySelectorAll("button.action[data-action]");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].addEventListener("click", function (e) { act(e.currentTarget); });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    actions();
     var batches = document.getElementById("batches");
     var summary = document.querySelector("section#summary[data-batch-id]");
     var job = document.querySelector("section#job[data-job-id]");
