@@ -1,6 +1,7 @@
 """The conv autoencoder trained by a plain Keras script, no farm: the baseline of train_throughput.py.
 
-Prints one JSON line: per-epoch end times (time.time()), the parameter count and the final loss.
+Keras' defaults throughout (model.compile and fit with numpy arrays), on the backend KERAS_BACKEND names. Prints one
+JSON line: the backend, per-epoch end times (time.time()), the parameter count and the final loss.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def main() -> None:
     start = time.time()
     hist = model.fit(x, x, epochs=args.epochs, batch_size=128, validation_split=0.1, shuffle=True, verbose=0,
                      callbacks=[Clock()])
-    print(json.dumps({"start": start, "epoch_ends": ends, "params": model.count_params(),
-                      "loss": hist.history["loss"][-1]}))
+    print(json.dumps({"backend": keras.backend.backend(), "start": start, "epoch_ends": ends,
+                      "params": model.count_params(), "loss": hist.history["loss"][-1]}))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from core.backend import map_gradient
 from core.data_files import check_image_file
 from core.errors import ConfigError
-from core.gradients import input_gradient
 from core.models.defaults import FEATURES
 
 __all__ = ["BASE", "MAX_LEVELS", "DreamConfig", "DreamResult", "check_geometry", "correction", "dream_level",
@@ -222,22 +222,16 @@ def oip(model: Any, x28: np.ndarray, map_index: int, epochs: int, epsilon: float
     ``threshold`` ends the ascent and is undone (it overshot or stalled). Returns (new x28, activation gain).
     ``on_step()`` is called before each step (a worker's check: it raises to stop a cancelled job).
     """
-    import keras
-
     if not 0 <= map_index < _n_maps(model):
         raise ValueError(f"map index {map_index} out of range: the features layer has {_n_maps(model)} maps")
-
-    def objective(out: Any) -> Any:
-        return keras.ops.mean(out[..., map_index])
-
     x = np.asarray(x28, dtype=np.float32)[None, :, :, None]
-    grad, start = input_gradient(model, x, objective)
+    grad, start = map_gradient(model, x, map_index)
     value = start
     for _ in range(epochs):
         if on_step is not None:
             on_step()
         step = (epsilon * grad / (grad.std() + _GRAD_EPS)).astype(np.float32)
-        new_grad, new_value = input_gradient(model, x + step, objective)
+        new_grad, new_value = map_gradient(model, x + step, map_index)
         if new_value - value < threshold:
             break  # keep x as it was before this step
         x, grad, value = x + step, new_grad, new_value

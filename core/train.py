@@ -9,13 +9,15 @@ how a cancelled job stops between epochs.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
+from core.backend import train_options
 from core.datasets import Dataset
 from core.kinds.train import TrainParams
 from core.models.build import build_model
@@ -26,6 +28,7 @@ __all__ = ["TrainResult", "classification_metrics", "reconstruction_metrics", "t
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 CheckpointCallback = Callable[[int, Any], None]  # (epochs done, the model): save it to resume from
+SpeedCallback = Callable[[int, float], None]  # (epoch, its training images per second)
 N_SAMPLES = 10  # test images returned with their reconstructions for the comparison grid
 _EPS = 1e-7  # the clipping Keras' cross-entropies use, so the numpy test metrics match what the loss would say
 
@@ -50,6 +53,7 @@ class TrainResult:
     originals: np.ndarray | None  # autoencoders: the first N_SAMPLES test images; cnn: None
     reconstructions: np.ndarray | None  # their reconstructions
     stopped_early: bool  # True when on_epoch asked to stop
+    images_per_second: list[float] = field(default_factory=list)  # per completed epoch, as ``on_speed`` is told
 
 
 class _EpochReporter(keras.callbacks.Callback):
@@ -59,16 +63,25 @@ class _EpochReporter(keras.callbacks.Callback):
     loss (no async dispatch), slowing GPU training; a diverged run wastes at most one epoch.
     """
 
-    def __init__(self, on_epoch: EpochCallback | None, checkpoint: CheckpointCallback | None = None) -> None:
+    def __init__(self, on_epoch: EpochCallback | None, checkpoint: CheckpointCallback | None = None,
+                 on_speed: SpeedCallback | None = None, images: int = 0) -> None:
         super().__init__()
         self.on_epoch = on_epoch
         self.checkpoint = checkpoint
+        self.on_speed = on_speed
+        self.images = images  # training images per epoch (the validation split's excluded)
+        self.started = 0.0
         self.history: list[dict[str, float]] = []
+        self.images_per_second: list[float] = []
         self.stopped_early = False
         self.bad_loss: tuple[int, float] | None = None  # (epoch counted from 1, the loss) once it diverged
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.started = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        record = {k: float(v) for k, v in (logs or {}).items()}
+        record = {k: float(v) for k, v in (logs or {}).items()}  # its values are ready: the epoch's steps ran
+        speed = self.images / max(time.perf_counter() - self.started, 1e-9)
         loss = record.get("loss", math.nan)
         if not math.isfinite(loss):
             # Not reported to on_epoch: train_model raises instead, once fit() has returned.
@@ -76,6 +89,9 @@ class _EpochReporter(keras.callbacks.Callback):
             self.model.stop_training = True
             return
         self.history.append(record)
+        self.images_per_second.append(speed)
+        if self.on_speed is not None:
+            self.on_speed(epoch + 1, speed)
         if self.checkpoint is not None:
             self.checkpoint(epoch + 1, self.model)
         if self.on_epoch is not None and self.on_epoch(epoch + 1, dict(record)):
@@ -84,7 +100,8 @@ class _EpochReporter(keras.callbacks.Callback):
 
 
 def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | None = None,
-                checkpoint: CheckpointCallback | None = None, resume: tuple[Any, int] | None = None) -> TrainResult:
+                checkpoint: CheckpointCallback | None = None, resume: tuple[Any, int] | None = None,
+                on_speed: SpeedCallback | None = None) -> TrainResult:
     """Build, compile and fit ``config.model`` on ``data``'s training images; evaluate on its test images.
 
     Autoencoders learn to reconstruct their input with ``config.loss``; the cnn learns the labels with
@@ -92,8 +109,9 @@ def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | No
     floats); returning True stops training after that epoch. ``checkpoint(epoch, model)`` is called after every
     epoch, before ``on_epoch``, to save the model (a ``.keras`` file keeps the optimizer's state too).
     ``resume=(path, epochs_done)`` continues from such a file: training runs the remaining epochs only, and
-    ``history`` holds those. Raises FloatingPointError if the loss becomes NaN or infinite, ValueError if the
-    data does not fit the model.
+    ``history`` holds those. ``on_speed(epoch, images_per_second)`` is called after every epoch, before the
+    other two: the epoch's training images over its wall time (its validation included). Raises
+    FloatingPointError if the loss becomes NaN or infinite, ValueError if the data does not fit the model.
     """
     autoencoder = config.model in AUTOENCODERS
     if len(data.x_train) == 0 or len(data.x_test) == 0:
@@ -119,8 +137,12 @@ def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | No
             optimizer=_OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate or LEARNING_RATE),
             loss=_LOSSES[config.loss] if autoencoder else "sparse_categorical_crossentropy",
             metrics=["mse"] if autoencoder else ["accuracy"],
+            **train_options(),
         )
-    reporter = _EpochReporter(on_epoch, checkpoint)
+    fitted = len(data.x_train)  # the images an epoch trains on: Keras keeps the last validation_split apart
+    if config.validation_split:
+        fitted = math.floor(fitted * (1.0 - config.validation_split))
+    reporter = _EpochReporter(on_epoch, checkpoint, on_speed, fitted)
     model.fit(
         data.x_train,
         data.x_train if autoencoder else data.y_train,
@@ -140,7 +162,7 @@ def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | No
     preds = model.predict(data.x_test, batch_size=256, verbose=0)
     if not isinstance(built, Autoencoder):
         return TrainResult(model, None, None, reporter.history, classification_metrics(data.y_test, preds),
-                           None, None, reporter.stopped_early)
+                           None, None, reporter.stopped_early, reporter.images_per_second)
     return TrainResult(
         model=model,
         encoder=built.encoder,
@@ -150,6 +172,7 @@ def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | No
         originals=data.x_test[:N_SAMPLES].copy(),
         reconstructions=np.asarray(preds[:N_SAMPLES], dtype=np.float32),
         stopped_early=reporter.stopped_early,
+        images_per_second=reporter.images_per_second,
     )
 
 

@@ -11,6 +11,9 @@ from contextlib import nullcontext
 from typing import Any
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
+from celery.utils.saferepr import saferepr
+from kombu.utils.uuid import uuid
 
 from scheduler.celery_app import TASK_NAME, FarmApp
 from scheduler.errors import BrokerUnavailable, mask_secrets
@@ -51,17 +54,36 @@ def _limits(job: Job) -> dict[str, float]:
 
 def send(app: Celery, jobs: list[Job], countdown: float | None = None) -> None:
     """Send one message per job (each already ``queued`` in SQL) to its queue, in pipelines. BrokerUnavailable if
-    the broker cannot be reached."""
+    the broker cannot be reached.
+
+    The messages are Celery's (protocol 2, with a ``task-sent`` event each where the app sends them), made by the
+    app's own ``amqp.create_task_message`` and ``send_task_message``: what ``send_task`` does for one message, less
+    what is the same for every message of a batch (routing, representations, the origin, the parent task), which is
+    worked out once. A queue is declared with its first message."""
     if not jobs:
         return
     farm = {"farm": app.farm_id} if isinstance(app, FarmApp) and app.farm_id else {}
+    amqp = app.amqp
+    kwargsrepr = saferepr(farm)
+    origin = anon_nodename()
+    parent = app.current_worker_task  # a worker's job queueing its children: they are its children in Celery too
+    root_id = (parent.request.root_id or parent.request.id) if parent else None
+    parent_id = parent.request.id if parent else None
+    declared: set[str] = set()
     try:
         with app.producer_or_acquire() as producer, _publish_batch(producer):
             for job in jobs:
                 queue = route(app, job.queue)
-                app.send_task(TASK_NAME, args=[job.id], kwargs=farm, queue=queue, routing_key=queue,
-                              priority=broker_priority(app, job.priority), producer=producer,
-                              countdown=countdown, **_limits(job))
+                task_id = uuid()
+                message = amqp.create_task_message(
+                    task_id, TASK_NAME, [job.id], farm, countdown=countdown, reply_to=app.thread_oid,
+                    time_limit=_limits(job).get("time_limit"), create_sent_event=app.conf.task_send_sent_event,
+                    root_id=root_id or task_id, parent_id=parent_id, origin=origin, ignore_result=None,
+                    argsrepr=f"[{job.id}]", kwargsrepr=kwargsrepr)
+                amqp.send_task_message(producer, TASK_NAME, message, queue=queue, routing_key=queue,
+                                       priority=broker_priority(app, job.priority),
+                                       declare=[] if queue in declared else None)
+                declared.add(queue)
     except Exception as e:  # kombu raises many types: OperationalError, ConnectionError, socket errors
         raise BrokerUnavailable(_unreachable(app, "cannot send jobs to", e)) from e
 

@@ -40,6 +40,7 @@ class _WorkController(WorkController):
 
 
 STOP_INTERRUPTED = 1.0  # seconds an interrupted block waits for its worker's jobs to hand themselves back
+THREAD_NAME = "latentfarm-embedded-worker"
 
 
 def embedded_name(pid: int | None = None) -> str:
@@ -74,6 +75,7 @@ def in_process_worker(app: Celery, concurrency: int = 1, hostname: str | None = 
 
     The worker registers in the ``workers`` table when it starts (Celery's ``worker_init``, which ``workers.tasks``
     listens to) and is marked stopped at the end (``worker_shutdown``, sent here if Celery did not)."""
+    settle_interrupted_worker()
     app.finalize()
     app.set_current()
     app.set_default()
@@ -87,7 +89,7 @@ def in_process_worker(app: Celery, concurrency: int = 1, hostname: str | None = 
     )
     if isinstance(app, FarmApp):  # the tasks it runs record it (Celery tells them the machine's name only)
         app.node_name = worker.hostname
-    thread = threading.Thread(target=worker.start, name="latentfarm-embedded-worker", daemon=True)
+    thread = threading.Thread(target=worker.start, name=THREAD_NAME, daemon=True)
     thread.start()
     # lets callers see whether the worker is still alive
     worker.thread = thread  # type: ignore[attr-defined]
@@ -110,6 +112,18 @@ def in_process_worker(app: Celery, concurrency: int = 1, hostname: str | None = 
             log.warning("the in-process worker did not stop within 60 s")
         if not worker.shutdown_sent:
             signals.worker_shutdown.send(sender=worker)
+
+
+def settle_interrupted_worker() -> None:
+    """Let the worker of an interrupted block that is still stopping (its job handing itself back) end, and clear
+    Celery's stop flag, before another worker starts in this process (a notebook's kernel, after an interrupted
+    cell): the flag is the process's, and a new worker that saw it would stop before it is ready."""
+    if state.should_terminate is None:
+        return
+    for thread in threading.enumerate():
+        if thread.name == THREAD_NAME:
+            thread.join(60)
+    state.should_terminate = None
 
 
 def worker_alive(worker: WorkController) -> bool:

@@ -24,7 +24,7 @@ from storage.models import utcnow
 from storage.records import Job
 from storage.status import JobStatus
 from storage.store import Store
-from storage.transitions import transition
+from storage.transitions import Results, one_statement, succeed, transition
 
 MAX_BACKOFF = 300.0  # seconds: the longest wait before retrying a job after a transient error
 
@@ -50,6 +50,10 @@ def submit(store: Store, app: Celery, plan: BatchPlan, no_cache: bool = False) -
             sources = {ids[j.name]: hits[j.fingerprint] for j in plan.jobs if j.fingerprint in hits}
             cached = set(batches.mark_cached(s, sources))
             result.cached = [ids[j.name] for j in plan.jobs if ids[j.name] in cached]  # parents first, as planned
+        if plan.searches:  # their study jobs run on the control plane, never on a worker
+            from scheduler.search import open_searches
+
+            open_searches(s, plan, batch_id, ids)
         # One guarded pending -> queued UPDATE for every ready job (children of hits included), with their events.
         queued = batches.queue_roots(s, batch_id)
         result.queued = [j.id for j in queued]
@@ -57,31 +61,32 @@ def submit(store: Store, app: Celery, plan: BatchPlan, no_cache: bool = False) -
     return result
 
 
-def _queue_ready_children(s: Session, job_id: int) -> list[int]:
-    """Queue each pending child of ``job_id`` whose parents have all succeeded (fan-in counted in SQL).
-
-    Two parents finishing at once may both see a child ready; the guarded ``pending -> queued`` lets only one
-    of them queue it.
-    """
-    return [c for c in graph.ready_children(s, job_id) if transition(s, c, JobStatus.PENDING, JobStatus.QUEUED)]
-
-
 def complete_job(store: Store, app: Celery, job_id: int, by: str,
-                 results: Callable[[Session], None] | None = None, attempt: int | None = None) -> bool:
-    """Record a running job's ``results`` (rows: metrics, artifacts), mark it succeeded and queue its ready
-    children, in one transaction; then send them.
+                 results: Callable[[Session], None] | None = None, attempt: int | None = None, *,
+                 rows: Results | None = None, worker: str | None = None, has_children: bool | None = None) -> bool:
+    """Record a running job's results, mark it succeeded and queue its ready children, in one transaction; then
+    send them. The results: ``rows`` (metrics, artifacts) and what ``results`` writes in the transaction; with
+    ``worker``, its row in the workers table counts the success.
 
     One transaction, so no reader ever sees the job succeeded without its results, or finished with its children
     not yet queued. Returns False (and records nothing) if the job was no longer running (at ``attempt``).
     A child whose message cannot be sent stays queued in SQL; the reaper re-sends it.
+
+    On PostgreSQL a job known to have no children (``has_children`` False: its claim said so) with no ``results``
+    callback succeeds in one statement, a transaction of its own: one round trip. Otherwise the success is one
+    statement that locks the pending children, then one queues those that are ready (``storage.graph``).
     """
-    with store.session() as s:
-        if not transition(s, job_id, JobStatus.RUNNING, JobStatus.SUCCEEDED, by=by, attempt=attempt,
-                          progress=1.0, lease_until=None):
+    alone = has_children is False and results is None
+    with (one_statement(store.engine) if alone else store.session()) as s:
+        children = succeed(s, job_id, by, attempt, rows, worker, lock_children=not alone)
+        if children is None:
             return False
         if results is not None:
             results(s)
-        queued = queries.jobs_by_ids(s, _queue_ready_children(s, job_id))
+        queued = [] if alone else batches.queue_ready(s, children)
+    if alone and children:  # children that appeared after its claim (jobs added to its batch since): queued now
+        with store.session() as s:
+            queued = batches.queue_ready(s, children)
     broker.send_or_leave(app, queued)
     return True
 

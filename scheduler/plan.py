@@ -34,6 +34,7 @@ class BatchPlan:
     spec: Mapping[str, Any]
     jobs: tuple[NewJob, ...]  # parents before children
     edges: tuple[tuple[str, str], ...]  # (parent name, child name)
+    searches: tuple[Mapping[str, Any], ...] = ()  # its searches' plans (scheduler.search.plan_searches)
 
 
 def fingerprint(kind: str, params: Mapping[str, Any], parent_fingerprints: list[str], data_identity: str | None) -> str:

@@ -48,8 +48,13 @@ def ready_children(session: Session, job_id: int) -> list[int]:
     return list(session.scalars(_READY, {"ids": children}))
 
 
-def ready_in_batch(batch_id: int) -> list[Any]:
+def ready_in_batch(batch_id: Any) -> list[Any]:
     """The WHERE clauses of a batch's jobs that are ready to queue: pending, with no parent that has not succeeded."""
+    return [JobRow.batch_id == batch_id, *ready()]
+
+
+def ready() -> list[Any]:
+    """The WHERE clauses of jobs that are ready to queue: pending, with no parent that has not succeeded."""
     parent = aliased(JobRow)
     unfinished_parent = (
         select(JobDepRow.parent_id)
@@ -57,7 +62,7 @@ def ready_in_batch(batch_id: int) -> list[Any]:
         .where(JobDepRow.child_id == JobRow.id, parent.status != JobStatus.SUCCEEDED.value)
         .exists()
     )
-    return [JobRow.batch_id == batch_id, JobRow.status == JobStatus.PENDING.value, ~unfinished_parent]
+    return [JobRow.status == JobStatus.PENDING.value, ~unfinished_parent]
 
 
 def roots(session: Session, batch_id: int) -> list[int]:

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,11 @@ from storage.events import add_event
 from storage.records import Artifact, Job
 from storage.results import drop_artifact, put_artifact, put_metrics, replace_artifact
 from storage.store import Store
+from storage.transitions import Results
 from workers.monitor import Watch
+
+if TYPE_CHECKING:
+    from workers.pruning import TrialReporter
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class JobContext:
         self._parent_artifacts: dict[tuple[int, str], Artifact] = {}
         self._holding = False  # inside results(): writes wait for the job's completing transaction
         self._results: list[Callable[[Session], None]] = []
+        self._held_metrics: dict[int, dict[str, float]] = {}  # by step: the rows a held write will record
+        self._held_artifacts: list[tuple[str, tuple[str, str, int, str, dict[str, Any]]]] = []  # likewise, by name
         self._dropped: list[str | None] = []  # blobs to delete once the results that dropped them are committed
 
     @contextmanager
@@ -74,6 +80,14 @@ class JobContext:
             yield
         finally:
             self._holding = False
+
+    def held_results(self) -> Results | None:
+        """The writes ``results()`` held back, as rows that the completing statement records (``storage.transitions
+        .succeed``); None if one of them is neither a metric nor an artifact (``write_results`` applies them)."""
+        if len(self._results) != len(self._held_metrics) + len(self._held_artifacts):
+            return None
+        return Results({(k, step): v for step, rows in self._held_metrics.items() for k, v in rows.items()},
+                       dict(self._held_artifacts))
 
     def write_results(self, session: Session) -> None:
         """Apply the writes ``results()`` held back (called by the completing transaction)."""
@@ -96,7 +110,11 @@ class JobContext:
             if not math.isfinite(float(v)):
                 raise FloatingPointError(f"metric {k} is {v} at step {step}")
         rows = {k: float(v) for k, v in values.items()}
-
+        if self._holding:  # held: the step's metrics go into one statement (the job's resources join its finals)
+            if step in self._held_metrics:
+                self._held_metrics[step].update(rows)
+                return
+            self._held_metrics[step] = rows
         self._write(lambda s: put_metrics(s, self.job.id, rows, step))
 
     def artifact_bytes(self, name: str, data: bytes, media_type: str, meta: dict[str, Any] | None = None) -> None:
@@ -143,6 +161,12 @@ class JobContext:
             self.store.artifacts.delete(uri)
         except LatentfarmError as e:  # the store is away: the blob is left for `latentfarm gc`
             log.warning("job %s: could not delete %s (%s): left for gc", self.job.id, what, e)
+
+    def trial_reporter(self) -> TrialReporter:
+        """Reports this job's steps to its search's pruner if it is a trial of a search (``workers.pruning``)."""
+        from workers.pruning import reporter
+
+        return reporter(self)
 
     def own_artifact(self, name: str) -> Artifact | None:
         """This job's artifact ``name`` from an earlier attempt (a checkpoint to resume from), or None."""
@@ -238,6 +262,8 @@ class JobContext:
         return np.load(self.artifact_path(job, name, artifact), allow_pickle=False)
 
     def _record(self, name: str, uri: str, sha: str, size: int, media_type: str, meta: dict[str, Any] | None) -> None:
+        if self._holding:
+            self._held_artifacts.append((name, (uri, sha, size, media_type, meta or {})))
         self._write(lambda s: put_artifact(s, self.job.id, name, uri, sha, size, media_type, meta))
 
     def progress(self, fraction: float, message: str | None = None) -> None:

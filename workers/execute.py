@@ -3,7 +3,8 @@ unrecorded, and a job is never recorded twice: every write that ends a run is gu
 
 Outcomes:
 
-- the handler returns: results and ``succeeded`` in one transaction, children queued;
+- the handler returns: results, its resources (``workers.resources``) and ``succeeded`` in one transaction,
+  children queued;
 - it raises a transient error (a connection to the database or broker lost): the job is queued again after an
   exponential backoff, until it has used ``max_attempts``; out of a GPU's memory (a neighbour may have filled it):
   retried once;
@@ -11,6 +12,8 @@ Outcomes:
   not retried, and the worker goes on;
 - any other error (the user's spec, data or code): ``failed`` at once, with the message and traceback;
 - its worker shuts down (warm or cold, SIGINT or SIGTERM): ``queued`` again for another attempt, never failed;
+- its search's pruner stopped it (``workers.pruning``): ``pruned`` at that check, its downstream jobs cancelled,
+  and its search asks its next trial;
 - the user cancelled it: ``cancelled`` at its next check; past its ``timeout``: ``failed`` at its next check, or,
   stuck ``hard_grace`` seconds more, failed and its process killed (a worker process of its own only);
 - its lease ran out while it ran (the database was away for longer than the lease) and the reaper handed it on:
@@ -35,12 +38,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery.exceptions import Reject
-from sqlalchemy.orm import Session
 
 from core.kinds import KINDS
 from core.memory import gib
 from core.params import parse_config
 from scheduler import lifecycle
+from scheduler import search as searching
 from scheduler.broker import hard_grace
 from scheduler.errors import DatabaseUnavailable, is_transient, out_of_memory
 from scheduler.spec import first_line
@@ -48,15 +51,19 @@ from storage import queries, workers
 from storage.events import add_event
 from storage.records import Job
 from storage.status import JobStatus
-from storage.transitions import claim
+from storage.transitions import claim_job, one_statement
 from workers.context import JobCancelled, JobContext, JobLost, JobReleased, JobTimedOut
 from workers.handlers import handler_for
 from workers.limits import memory_budget
 from workers.monitor import Watch, monitor
+from workers.pruning import JobPruned
+from workers.resources import measured
 from workers.runtime import Runtime
+from workers.threads import job_threads
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_ENDED = {s.value for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED)}
 
 
 def patiently(rt: Runtime, write: Callable[[], T], what: str) -> T:
@@ -87,14 +94,14 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
         raise Reject(f"job {job_id}: cannot claim it: {e}", requeue=True) from e
     if claimed is None:
         return "skipped"
-    job, ctx = claimed
+    job, ctx, has_children = claimed
     watch = Watch(rt.store, job.id, job.attempts, rt.settings.lease_seconds, job.timeout,
                   on_hard_limit=lambda w: _hard_limit(rt, job, w, worker))
     ctx.watch = watch
     log.info("job %s (%s %s) started, attempt %s/%s", job.id, job.kind, job.name, job.attempts, job.max_attempts)
     monitor().add(watch)  # the lease is renewed until the outcome is recorded
     try:
-        outcome = _run(rt, ctx, job, worker)
+        outcome = _run(rt, ctx, job, worker, has_children)
     except DatabaseUnavailable as e:  # cut off from the database longer than a lease: the attempt is not ours now
         log.warning("job %s: cannot record the outcome of attempt %s (%s): its lease runs out and the reaper hands "
                     "the job on; this attempt's results are dropped", job.id, job.attempts, e)
@@ -103,6 +110,8 @@ def execute_job(rt: Runtime, job_id: int, worker: str) -> str:
         monitor().remove(watch)
     if outcome != "succeeded":  # a success was counted with its results
         _forget_job(rt, worker, failed=outcome == JobStatus.FAILED.value)
+    if outcome in _ENDED and KINDS[job.kind].searchable:  # a trial's slot is free: its search asks the next one
+        searching.after_trial(rt.store, rt.app, job.id)
     return outcome
 
 
@@ -116,10 +125,12 @@ def _forget_job(rt: Runtime, worker: str, failed: bool) -> None:
         log.warning("worker %s: cannot record the end of its job in the workers table: %s", worker, first_line(e))
 
 
-def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job, JobContext] | None:
-    with rt.store.session() as s:
-        job = claim(s, job_id, worker, rt.settings.lease_seconds, gpu=gpu, host=socket.gethostname())
-        if job is None:
+def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job, JobContext, bool] | None:
+    """The claim (with the worker's row), one statement on PostgreSQL: a transaction of its own, one round trip.
+    Returns the job, its context and whether it has children, or None for a message to drop."""
+    with one_statement(rt.store.engine) as s:
+        claimed = claim_job(s, job_id, worker, rt.settings.lease_seconds, gpu=gpu, host=socket.gethostname())
+        if claimed is None:
             current = queries.get_job(s, job_id)
             if current is not None:
                 add_event(s, job_id, "message", f"message dropped: job is {current.status.value}",
@@ -127,17 +138,16 @@ def _claim(rt: Runtime, job_id: int, worker: str, gpu: str | None) -> tuple[Job,
             log.info("job %s not claimed (%s): message dropped", job_id,
                      current.status.value if current else "no such job")
             return None
-        workers.job_started(s, worker, job.id)
-        ctx = JobContext(rt.store, rt.settings, job, worker)
-        if KINDS[job.kind].reads_results:
-            ctx.read_parents(s)  # in the claiming transaction: one transaction less for jobs that read results
-    return job, ctx
+    return claimed.job, JobContext(rt.store, rt.settings, claimed.job, worker), claimed.has_children
 
 
-def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
+def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str, has_children: bool | None = None) -> str:
     try:
         params: Any = parse_config(KINDS[job.kind].params, job.params)
-        with memory_budget(rt.settings.job_memory):
+        if KINDS[job.kind].reads_results:  # its parents and their artifacts, which no longer change: no transaction
+            with one_statement(rt.store.engine) as s:
+                ctx.read_parents(s)
+        with memory_budget(rt.settings.job_memory), job_threads(), measured(ctx):  # measured: workers.resources
             handler_for(job.kind)(ctx, params)
     except JobLost as e:
         log.warning("job %s: %s; this attempt's results are dropped", job.id, e)
@@ -146,6 +156,8 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
         return _release(rt, job, str(e), worker)
     except JobCancelled as e:
         return _finish(rt, job, JobStatus.CANCELLED, str(e), None, worker)
+    except JobPruned as e:  # its search's pruner stopped it: done early, not failed
+        return _finish(rt, job, JobStatus.PRUNED, str(e), None, worker)
     except JobTimedOut as e:
         return _finish(rt, job, JobStatus.FAILED, str(e), traceback.format_exc(), worker)
     except Exception as e:
@@ -167,13 +179,10 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str) -> str:
         _release(rt, job, "interrupted", worker)
         raise
 
-    def results(s: Session) -> None:
-        ctx.write_results(s)
-        workers.job_ended(s, worker, succeeded=True)
-
-    done = patiently(rt, lambda: lifecycle.complete_job(rt.store, rt.app, job.id, by=worker, results=results,
-                                                       attempt=job.attempts),
-                     f"job {job.id}: completion")
+    held = ctx.held_results()  # metrics and artifacts go into the completing statement (else: written before it)
+    done = patiently(rt, lambda: lifecycle.complete_job(
+        rt.store, rt.app, job.id, by=worker, results=ctx.write_results if held is None else None,
+        attempt=job.attempts, rows=held, worker=worker, has_children=has_children), f"job {job.id}: completion")
     if not done:
         log.warning("job %s finished but attempt %s no longer holds it: result dropped", job.id, job.attempts)
         return "lost"

@@ -1,5 +1,6 @@
-"""``train``: train a model (``core.train``), record per-epoch metrics, save it (``.keras``) and, for an
-autoencoder, a PNG of test images above their reconstructions.
+"""``train``: train a model (``core.train``), record per-epoch metrics (with ``images_per_second``: the epoch's
+training images over its wall time), save it (``.keras``) and, for an autoencoder, a PNG of test images above
+their reconstructions.
 
 Every epoch is checkpointed to the artifact store (``checkpoint.keras``: the model with its optimizer state, and
 the epoch in its meta). A later attempt of the job (the reaper requeued it after its worker died, or it was
@@ -38,9 +39,14 @@ def run_train(ctx: JobContext, params: TrainParams) -> None:
     else:
         ctx.progress(resume[1] / params.epochs, f"resuming {params.model} from its checkpoint after epoch {resume[1]}")
 
+    speeds: dict[int, float] = {}
+    trial = ctx.trial_reporter()  # reports each epoch to its search's pruner, if the job is a trial
+
     def on_epoch(epoch: int, logs: dict[str, float]) -> bool:
-        ctx.metrics(logs, step=epoch)
+        # the epoch's training images per second go with its losses: one write
+        ctx.metrics({**logs, "images_per_second": speeds.pop(epoch)} if epoch in speeds else logs, step=epoch)
         ctx.progress(epoch / params.epochs, f"epoch {epoch}/{params.epochs}: loss {logs['loss']:.4f}")
+        trial.report(epoch)  # a search's trial stops here when its pruner says so: JobPruned
         return False  # a cancelled job stops here: progress() raises
 
     def checkpoint(epoch: int, model: Any) -> None:
@@ -49,7 +55,7 @@ def run_train(ctx: JobContext, params: TrainParams) -> None:
             model.save(path)
             ctx.checkpoint_file(CHECKPOINT, path, KERAS_MEDIA_TYPE, {"epoch": epoch, "model": params.model})
 
-    result = train_model(params, data, on_epoch, checkpoint, resume=resume)
+    result = train_model(params, data, on_epoch, checkpoint, resume=resume, on_speed=speeds.__setitem__)
     ctx.check()
     with tempfile.TemporaryDirectory(prefix="latentfarm-") as tmp, ctx.results():
         # the final metrics and the model are recorded with the job's success
