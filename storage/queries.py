@@ -189,8 +189,10 @@ class JobParams:
 def inherited_params(session: Session, job_ids: Iterable[int], names: Iterable[str] | None = None
                      ) -> dict[int, dict[str, Any]]:
     """The params each job inherits from its ancestors (a sample of an encode of ``train[z_dim=8]`` inherits
-    ``z_dim: 8``): of each name, the value of the nearest ancestor that has it; a name on which ancestors equally
-    near disagree is not inherited. With ``names``, only those. The job's own params are not included (they win)."""
+    ``z_dim: 8``): of each name, the value of the nearest ancestor that has it (a null value counts as none: a
+    sample of an encode and a cnn inherits the autoencoder's z_dim, not the cnn's null); a name on which ancestors
+    equally near disagree is not inherited. With ``names``, only those. The job's own params are not included (they
+    win)."""
     wanted = None if names is None else set(names)
     parents: dict[int, list[int]] = {}
     params: dict[int, dict[str, Any]] = {}
@@ -217,7 +219,8 @@ def inherited_params(session: Session, job_ids: Iterable[int], names: Iterable[s
             near: dict[str, list[Any]] = {}
             for a in level:
                 for k, v in params.get(a, {}).items():
-                    near.setdefault(k, []).append(v)
+                    if v is not None:  # a null says nothing: a cnn's z_dim must not hide its sibling's train's
+                        near.setdefault(k, []).append(v)
             for k, values in near.items():
                 if k not in inherited and all(v == values[0] for v in values):
                     inherited[k] = values[0]

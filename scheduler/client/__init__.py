@@ -4,7 +4,7 @@
     farm = lf.connect(url="http://farm:8080", token=...)  # a farm's REST API (``latentfarm serve``)
     batch = farm.submit("examples/digits-zdim-chain.yaml")   # or a dict; waits with a progress bar
     batch.jobs()                        # a DataFrame: a row per job, its params, inherited params, final metrics
-    batch.compare("fid_cnn", by="z_dim", kind="sample")
+    batch.compare("test_mse", by="z_dim", kind="train")
     job = batch.job("train[z_dim=8]")
     job.metrics(wide=True)              # a row per epoch
     job.artifact("reconstructions.png") # a PIL image (numpy arrays for .npy, parsed JSON, else bytes)

@@ -3,9 +3,7 @@ last read; each method reads the farm again through the client's backend."""
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +11,7 @@ import pandas as pd
 
 from scheduler.client.backend import Backend, BatchState, SpecSource
 from scheduler.client.frames import compare_frame, decode, jobs_frame, metrics_frame, search_frames
+from scheduler.client.progress import follow
 from scheduler.errors import NotFound, UserError
 from storage.status import JobStatus
 
@@ -275,36 +274,4 @@ class SearchResult:
         trials, curve = search_frames(info)
         return cls(info["batch"], info["name"], info["status"], info["config"], info["counts"], info["best"],
                    info["importance"], trials, curve, info)
-
-
-def follow(states: Iterator[BatchState], progress: bool, timeout: float | None) -> BatchState:
-    """Read ``states`` to the last (or for ``timeout`` seconds), showing a tqdm bar of the jobs that have ended
-    and writing each new warning once."""
-    from tqdm.auto import tqdm
-
-    start = time.monotonic()
-    bar: Any = None
-    warned: set[str] = set()
-    last: BatchState | None = None
-    try:
-        for last in states:
-            if progress and bar is None:
-                bar = tqdm(total=last.total, desc=f"batch {last.id} {last.name}", unit="job", file=sys.stderr)
-            for warning in (w for w in last.warnings if w not in warned):
-                warned.add(warning)
-                (bar.write if bar is not None else print)(f"warning: {warning}", file=sys.stderr)
-            if bar is not None:
-                bar.total = last.total  # a search adds its trials as it goes
-                bar.n = last.finished
-                bar.set_postfix_str(", ".join(f"{n} {s}" for s, n in sorted(last.counts.items())), refresh=True)
-            if timeout is not None and time.monotonic() - start > timeout:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        close = getattr(states, "close", None)
-        if close is not None:  # a batch run here, left before its end: its worker stops, its job goes back
-            close()
-    assert last is not None, "a batch is followed from its first state"
-    return last
 

@@ -27,6 +27,7 @@ from scheduler.errors import (
     SpecError,
     TransientError,
     UserError,
+    mask_secrets,
 )
 
 API = "/api/v1"
@@ -43,18 +44,20 @@ ERRORS: dict[int, type[LatentfarmError]] = {400: UserError, 401: UserError, 403:
 class RemoteBackend:
     """The farm served at ``url`` (``http://host:8080``), with ``token`` when it needs one."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT) -> None:
         base = url.rstrip("/")
         if base.endswith(API):
             base = base[: -len(API)]
         if not base.startswith(("http://", "https://")):
             raise UserError(f"url: expected http://host:port or https://..., got {url!r}")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.where = base
-        self.token = token
-        self.http = httpx.Client(base_url=base + API, headers=headers, timeout=timeout, transport=transport)
-        self.health = self._call("GET", "/health")  # a wrong URL or token is told now, not at the first read
+        self.where = mask_secrets(base)
+        self.http = httpx.Client(base_url=base + API, headers=headers, timeout=timeout)
+        try:  # a wrong URL or token is told now, not at the first read
+            self.health = self._call("GET", "/health")
+        except LatentfarmError:
+            self.http.close()
+            raise
 
     # -- HTTP --
 

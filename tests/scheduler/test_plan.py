@@ -67,7 +67,7 @@ OTHER_VALUES = {
     "sample": {"sampler": "normal", "n": 10, "k_sigma": 1.0, "steps": 3, "grid": 9, "seed": 1},
     "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "k": [2, 3], "algorithm": "minibatch", "n_init": 3,
                 "silhouette_sample": 100, "plot": "tsne", "plot_sample": 100, "seed": 1},
-    "noop": {"seconds": 1.0, "fail": True, "value": 2.0, "transient_failures": 1, "stuck": True},
+    "noop": {"seconds": 1.0, "fail": True, "value": 2.0, "transient_failures": 1, "stuck": True, "allocate_mb": 1},
     # the dream entry is never a job itself, but its params must still tell dreams apart (sweeps, names)
     "dream": {"levels": 1, "iterations": 2, "size": 1120, "maps": {0: 1, 1: [2, 3], 2: 4}, "epochs": {0: 5, 1: 6, 2: 7},
               "epsilon": 0.1, "threshold": 0.01, "clip": 0.9},

@@ -253,7 +253,7 @@ def test_unknown_param(tmp_path: Path) -> None:
 def test_param_of_another_kind(tmp_path: Path) -> None:
     e = spec_error(tmp_path, "batch: b\njobs:\n  - {name: n, kind: noop, params: {epochs: 2}}\n")
     check(e, "n", "params.epochs",
-          "unknown parameter; expected one of: fail, seconds, stuck, transient_failures, value")
+          "unknown parameter; expected one of: allocate_mb, fail, seconds, stuck, transient_failures, value")
 
 
 def test_param_name_not_a_string(tmp_path: Path) -> None:
@@ -667,7 +667,8 @@ def test_minimal_spec(tmp_path: Path) -> None:
     assert spec.path == str(path)
     assert spec.raw == yaml.safe_load(text)
     assert spec.jobs == (JobSpec(name="a", kind="noop", params={"seconds": 0.0, "fail": False, "value": 1.0,
-                                                                "transient_failures": 0, "stuck": False},
+                                                                "transient_failures": 0, "stuck": False,
+                                                                "allocate_mb": 0},
                                  needs=(), queue="cpu", priority=5, max_attempts=3, timeout=None,
                                  sweep_values={}),)
 
@@ -740,7 +741,8 @@ def test_default_params_of_two_kinds(tmp_path: Path) -> None:
           - {name: t, kind: train}
         """)
     jobs = by_name(spec)
-    assert jobs["n"].params == {"seconds": 0.5, "fail": False, "value": 1.0, "transient_failures": 0, "stuck": False}
+    assert jobs["n"].params == {"seconds": 0.5, "fail": False, "value": 1.0, "transient_failures": 0, "stuck": False,
+                                "allocate_mb": 0}
     assert jobs["t"].params["epochs"] == 2
     assert "seconds" not in jobs["t"].params
 

@@ -57,7 +57,7 @@ def test_the_example_queries_answer(store: Store) -> None:
             transitions.claim(s, ids["broken"], "cpu0@h", 60, host="h")
             transitions.transition(s, ids["broken"], JobStatus.RUNNING,
                                JobStatus.QUEUED if attempt == 1 else JobStatus.FAILED, error="ValueError: bad")
-    best, curves, trouble = queries(store.engine.dialect.name)
+    best, curves, trouble = [q for q in queries(store.engine.dialect.name) if "search" not in q][:3]
     with store.engine.connect() as c:
         rows = c.execute(text(best)).all()
         assert [(str(r.z_dim), r.test_loss) for r in rows] == [("8", 0.09), ("16", 0.10), ("4", 0.12)]
