@@ -67,10 +67,12 @@ def keep_tensorflow_out() -> None:
 def train_options() -> dict[str, Any]:
     """Keyword arguments for ``model.compile`` beyond the optimizer, the loss and the metrics.
 
-    On a GPU, ``STEPS_PER_EXECUTION`` training steps per compiled call: a small model's step there is about as short
-    as Keras' return to Python between steps. On the CPU a step is long and the option changes nothing measurable
-    (the same CPU seconds per epoch; ``benchmarks/train_throughput.py``), so it is left at one. XLA stays as Keras
-    chooses it ("auto": always on JAX; on TensorFlow only with a GPU, as oneDNN's CPU convolutions beat XLA's).
+    On a GPU, ``STEPS_PER_EXECUTION`` training steps per call of the compiled function (TensorFlow runs them in one
+    graph loop; Keras on JAX calls its batch hooks once per group): Keras' advice for small models, whose steps on
+    a GPU are short beside the return to Python between them; ``benchmarks/gpu_check.sh`` measures it on a GPU. On
+    the CPU a step is long and 8 steps per call used the same CPU seconds per epoch as 1, on both backends, so it is
+    left at 1. XLA stays as Keras chooses it ("auto": always on JAX; on TensorFlow only with a GPU, as oneDNN's CPU
+    convolutions beat XLA's).
     """
     return {"steps_per_execution": STEPS_PER_EXECUTION} if on_accelerator() else {}
 

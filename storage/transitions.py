@@ -112,7 +112,8 @@ def _statements(shape: Shape) -> tuple[Any, Any]:
     """The guarded UPDATE ... RETURNING every column, and its status event's INSERT (``ev_attempt``: the attempt
     the UPDATE returned)."""
     sources, dst, bound, increments, guarded = shape
-    where = [JOBS.c.id == bindparam("job_id"), JOBS.c.status.in_(sources)]
+    status = JOBS.c.status == sources[0] if len(sources) == 1 else JOBS.c.status.in_(sources)
+    where = [JOBS.c.id == bindparam("job_id"), status]
     if guarded:
         where.append(JOBS.c.attempts == bindparam("attempt"))
     values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=JOBS.c[k].type) for k in bound}

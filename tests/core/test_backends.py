@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -67,23 +68,29 @@ def test_a_map_the_input_does_not_reach_has_a_zero_gradient() -> None:
     assert value == pytest.approx(1.0) and not grad.any()
 
 
-def short_training(digits: Dataset) -> dict[str, list[float]]:
-    """Three epochs of pool_ae and of a small cnn on 300 digits: their losses, test loss and test accuracy."""
+def short_training(digits: Dataset) -> tuple[dict[str, list[float]], keras.Model]:
+    """Three epochs of pool_ae and of a small cnn on 300 digits: their losses, test loss and test accuracy; the cnn."""
     ae = train_model(TrainParams(model="pool_ae", epochs=3, batch_size=32), digits)
     cnn = train_model(TrainParams(model="cnn", epochs=3, batch_size=32, filters=(8, 16)), digits)
-    return {"pool_ae": [h["loss"] for h in ae.history], "cnn": [h["loss"] for h in cnn.history],
-            "pool_ae_test_loss": [ae.test_metrics["test_loss"]],
-            "cnn_test_accuracy": [cnn.test_metrics["test_accuracy"]]}
+    losses = {"pool_ae": [h["loss"] for h in ae.history], "cnn": [h["loss"] for h in cnn.history],
+              "pool_ae_test_loss": [ae.test_metrics["test_loss"]],
+              "cnn_test_accuracy": [cnn.test_metrics["test_accuracy"]]}
+    return losses, cnn.model
 
 
 def test_a_short_training_learns(digits_300: Dataset) -> None:
-    """The losses fall; they go to the parent run (if any) to be compared with the other backend's."""
-    losses = short_training(digits_300)
+    """The losses fall. In a child run of test_jax_backend.py they go to the parent, to be compared with the other
+    backend's, with the cnn (a .keras file) and its probabilities for the first test images, which the parent's
+    backend must reproduce from the file."""
+    losses, cnn = short_training(digits_300)
     assert losses["pool_ae"][-1] < losses["pool_ae"][0] and losses["cnn"][-1] < losses["cnn"][0]
     assert losses["cnn_test_accuracy"][0] > 0.3  # ten classes: chance is 0.1
     if os.environ.get(LOSSES_REPORT):
-        with open(os.environ[LOSSES_REPORT], "w") as f:
-            json.dump({"backend": keras.backend.backend(), **losses}, f)
+        report = Path(os.environ[LOSSES_REPORT])
+        cnn.save(report.with_suffix(".keras"))
+        probabilities = np.asarray(cnn.predict(digits_300.x_test[:8], verbose=0)).tolist()
+        report.write_text(json.dumps({"backend": keras.backend.backend(), **losses,
+                                      "cnn_probabilities": probabilities}))
 
 
 def test_a_jax_process_holds_no_tensorflow() -> None:

@@ -4,6 +4,7 @@ Keras; their training losses are compared with TensorFlow's in this process."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,9 +12,11 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from core.datasets import Dataset
+from tests import services
 from tests.core.test_backends import short_training
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +38,7 @@ pytestmark = pytest.mark.slow  # the longest test here: started first when the s
 
 
 def test_core_tests_pass_on_jax_with_comparable_losses(tmp_path: Path, digits_300: Dataset) -> None:
-    pytest.importorskip("jax", reason="JAX is not installed (pip install -e '.[jax]')")
+    services.require(importlib.util.find_spec("jax") is not None, "JAX is not installed (pip install -e '.[jax]')")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("this process runs on JAX already: nothing to compare with")
     report = tmp_path / "losses.json"
@@ -51,10 +54,14 @@ def test_core_tests_pass_on_jax_with_comparable_losses(tmp_path: Path, digits_30
     assert " passed" in summary and not any(w in summary for w in ("failed", "error", "skipped")), summary
 
     on_jax = json.loads(report.read_text())
-    on_tf = short_training(digits_300)
+    on_tf, _ = short_training(digits_300)
     assert on_jax["backend"] == "jax"
     for name in ("pool_ae", "cnn"):
         for first_or_last in (0, -1):  # the same order of magnitude: initialisations differ between backends
             ratio = on_jax[name][first_or_last] / on_tf[name][first_or_last]
             assert 0.5 < ratio < 2.0, (name, on_jax[name], on_tf[name])
     assert abs(on_jax["cnn_test_accuracy"][0] - on_tf["cnn_test_accuracy"][0]) < 0.3, (on_jax, on_tf)
+    # a model trained on JAX is a .keras file that TensorFlow runs to the same outputs: a farm may mix backends
+    cnn = keras.saving.load_model(report.with_suffix(".keras"), compile=False)
+    again = cnn.predict(digits_300.x_test[:8], verbose=0)
+    assert np.allclose(again, on_jax["cnn_probabilities"], atol=1e-5)

@@ -3,14 +3,15 @@ imported at all: what a GPU machine with JAX and no TensorFlow runs."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.conftest import SHARED_DATA
 from tests.e2e.cli import clean_env, run, run_json
 
-pytest.importorskip("jax", reason="JAX is not installed (pip install -e '.[jax]')")
 pytestmark = pytest.mark.timeout(600)
 
 SPEC = """\
@@ -31,6 +32,7 @@ jobs:
 
 
 def test_a_batch_of_every_kind_runs_on_jax_without_tensorflow(tmp_path: Path) -> None:
+    services.require(importlib.util.find_spec("jax") is not None, "JAX is not installed (pip install -e '.[jax]')")
     # A "tensorflow" that fails to import, ahead of the installed one: the run must not need it.
     stub = tmp_path / "no-tensorflow" / "tensorflow"
     stub.mkdir(parents=True)
