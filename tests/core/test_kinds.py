@@ -17,6 +17,7 @@ from core.kinds.dream import MAX_DREAM_JOBS, DreamMergeParams, DreamParams, Drea
 from core.kinds.encode import EncodeParams
 from core.kinds.noop import NoopParams
 from core.kinds.sample import SampleParams
+from core.kinds.search import SearchParams
 from core.kinds.train import TrainParams
 from core.models.defaults import cnn_feature_maps
 from core.params import config_to_params, parse_config, require
@@ -71,7 +72,8 @@ def test_unknown_param() -> None:
 def test_first_unknown_param_in_sorted_order() -> None:
     e = config_error(NoopParams, {"zz": 1, "seconds": 1.0, "aa": 2})
     assert e.field == "aa"
-    assert e.message == "unknown parameter; expected one of: fail, seconds, stuck, transient_failures, value"
+    assert e.message == ("unknown parameter; expected one of: allocate_mb, fail, seconds, stuck, transient_failures, "
+                         "value")
 
 
 def test_missing_required_param() -> None:
@@ -504,18 +506,20 @@ def test_config_to_params_round_trips(config: object) -> None:
 
 def test_kinds() -> None:
     assert sorted(KINDS) == ["cluster", "dream", "dream_merge", "dream_tile", "encode", "noop", "sample", "sleep",
-                             "train"]
+                             "study", "train"]
     assert {k: (i.params, i.queue) for k, i in KINDS.items()} == {
         "noop": (NoopParams, "cpu"), "sleep": (NoopParams, "cpu"), "train": (TrainParams, "gpu"),
         "encode": (EncodeParams, "gpu"), "sample": (SampleParams, "gpu"), "cluster": (ClusterParams, "cpu"),
-        "dream": (DreamParams, "gpu"), "dream_tile": (DreamTileParams, "gpu"), "dream_merge": (DreamMergeParams, "gpu")}
+        "dream": (DreamParams, "gpu"), "dream_tile": (DreamTileParams, "gpu"), "dream_merge": (DreamMergeParams, "gpu"),
+        "study": (SearchParams, "cpu")}
 
 
 def test_kind_flags() -> None:
     # a spec may name every kind but the ones a dream entry generates; only the dream entry expands
     assert SPEC_KINDS == ("cluster", "dream", "encode", "noop", "sample", "sleep", "train")
     assert {k for k, i in KINDS.items() if i.expand is not None} == {"dream"}
-    assert {k: i.made_by for k, i in KINDS.items() if i.made_by} == {"dream_tile": "dream", "dream_merge": "dream"}
+    assert {k: i.made_by for k, i in KINDS.items() if i.made_by} == {
+        "dream_tile": "dream", "dream_merge": "dream", "study": "train"}
     assert {k: i.files for k, i in KINDS.items() if i.files} == {"dream": ("image",), "dream_tile": ("image",)}
     for kind, info in KINDS.items():
         assert info.name == kind
@@ -531,7 +535,10 @@ def test_kind_flags() -> None:
 
 
 # A valid value for each required parameter (a kind whose defaults alone do not validate).
-REQUIRED = {"dream": {"image": "/d/in.jpg"}}
+REQUIRED: dict[str, dict[str, object]] = {
+    "dream": {"image": "/d/in.jpg"},
+    "study": {"space": {"z_dim": {"int": [2, 8]}}, "metric": "val_loss", "trials": 4},
+}
 
 
 def test_every_kind_parses_its_own_defaults() -> None:
@@ -540,10 +547,11 @@ def test_every_kind_parses_its_own_defaults() -> None:
         assert parse_config(info.params, config_to_params(default)) == default, kind
 
 
-def test_only_the_dream_needs_more_than_its_defaults() -> None:
-    # DreamParams() has no image: the dream entry cannot be parsed from its defaults alone
+def test_only_the_dream_and_the_study_need_more_than_their_defaults() -> None:
+    # DreamParams() has no image, SearchParams() no space: neither can be parsed from its defaults alone
     e = config_error(DreamParams, {})
     assert (e.field, e.message) == ("image", "required: the path of a jpg or png file")
+    assert config_error(SearchParams, {}).field == "space"
     for kind, info in KINDS.items():
         if kind not in REQUIRED:
             parse_config(info.params, {})

@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
+from storage.migrate import MIGRATIONS
 from tests.e2e.cli import clean_env, latentfarm_bin, run, run_json
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -37,6 +40,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _head() -> str:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
 def _wait_settled(tmp_path: Path, env: dict[str, str], batch: int, timeout: float = 300) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -50,7 +61,7 @@ def _wait_settled(tmp_path: Path, env: dict[str, str], batch: int, timeout: floa
 def test_submit_returns_at_once_and_worker_processes_run_the_batch(tmp_path: Path, env: dict[str, str]) -> None:
     worker_missing = run(["worker"], tmp_path, env, check=False)  # before migrations: a clear refusal
     assert worker_missing.returncode == 2 and "latentfarm db upgrade" in worker_missing.stderr
-    assert "is at revision 0004" in run(["db", "upgrade"], tmp_path, env).stdout
+    assert f"is at revision {_head()}" in run(["db", "upgrade"], tmp_path, env).stdout
     spec = tmp_path / "prod.yaml"
     spec.write_text(
         "batch: prod\n"

@@ -72,7 +72,8 @@ def test_a_worker_records_each_jobs_resources(settings: Settings, tmp_path: Path
     final, epochs = _metrics(cp, jobs["ae"].id)
     assert BASIC <= set(final) and "test_loss" in final
     assert final["cpu_seconds"] > 0 and final["wall_seconds"] > 0
-    assert final["peak_rss"] > plain["peak_rss"]  # TensorFlow and the model came in
+    # a process already holding TensorFlow (this test's, when other tests loaded it) may peak no higher than a noop
+    assert final["peak_rss"] > 50 * MIB
     assert sorted(epochs) == [1, 2]
     for epoch in epochs.values():
         # training images (300 less the 10% validation split) over the epoch's wall time
