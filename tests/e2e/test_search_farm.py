@@ -91,22 +91,28 @@ def test_a_search_prunes_resumes_hands_on_its_best_and_starts_warm(farm: tuple[C
     assert summary.status == "succeeded", summary.counts
     assert r.search.status == "succeeded" and len(r.trials) == 5
 
-    # the pruner stopped the hopeless trials that started once a trial had completed
+    # the pruner stopped the hopeless trials: each was asked once a trial had completed (the first two of seed 0
+    # are good), and the median pruner compares it with that trial. A good trial may be pruned too, when it runs
+    # behind the completed ones at a step (a smaller z_dim): that is the median rule, not a failure.
     pruned = [t for t in r.trials if t.state == "pruned"]
-    assert pruned and all(t.values["learning_rate"] == HOPELESS for t in pruned)
+    hopeless = [t for t in r.trials if t.values["learning_rate"] == HOPELESS]
+    assert hopeless and all(t.state == "pruned" for t in hopeless), r.trials
     assert all(t.steps < EPOCHS for t in pruned) and jobs[pruned[0].job or ""].status is JobStatus.PRUNED
 
     # the killed trial resumed from its checkpoint on another worker, and the study counts it once
     killed = next(t for t in r.trials if t.job_id == victim)
-    assert killed.state == "complete" and killed.steps == EPOCHS
     job = next(j for j in jobs.values() if j.id == victim)
-    assert job.attempts == 2 and job.status is JobStatus.SUCCEEDED
+    if killed.state == "complete":
+        assert killed.steps == EPOCHS and job.status is JobStatus.SUCCEEDED
+    else:  # resumed, then behind the completed trials at a step: pruned after its resumption
+        assert killed.state == "pruned" and job.status is JobStatus.PRUNED and killed.steps < EPOCHS
+    assert job.attempts == 2
     assert any(e.kind == "progress" and (e.message or "").startswith("resuming") for e in events)
     with cp.store.engine.connect() as c:
         per_step = c.execute(text("SELECT step, count(*) FROM metrics WHERE job_id = :j AND key = 'val_loss' "
                                   "GROUP BY step ORDER BY step"), {"j": victim}).all()
         rows = c.execute(text("SELECT count(*) FROM search_trials WHERE job_id = :j"), {"j": victim}).scalar_one()
-    assert per_step == [(e, 1) for e in range(1, EPOCHS + 1)] and rows == 1
+    assert per_step == [(e, 1) for e in range(1, killed.steps + 1)] and rows == 1
 
     # the job that needs the best trial ran on it
     complete = [t for t in r.trials if t.state == "complete"]
