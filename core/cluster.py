@@ -95,7 +95,9 @@ def flatten(x: np.ndarray) -> np.ndarray:
 def prepare_features(config: ClusterParams, x_train: np.ndarray, x_test: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The features ``run_clustering`` clusters: flattened, then projected on ``config.pca`` components
-    when set (the PCA is fitted on the training split only, so nothing is learnt from the test split).
+    when set, then scaled as ``config.scale`` says: "standardize" each feature to mean 0 and variance 1 (a feature
+    that does not vary is left at 0), "whiten" the principal components (all of them, or the ``pca`` first) to
+    variance 1. Everything is fitted on the training split only, so nothing is learnt from the test split.
 
     Returns (train, test or None, the explained variance ratio of each component or None).
     """
@@ -103,13 +105,19 @@ def prepare_features(config: ClusterParams, x_train: np.ndarray, x_test: np.ndar
     test = None if x_test is None else flatten(x_test)
     if test is not None and test.shape[1] != train.shape[1]:
         raise ValueError(f"x_test has {test.shape[1]} features, x_train {train.shape[1]}")
-    if config.pca is None:
-        return train, test, None
-    if config.pca > min(train.shape):
-        raise ValueError(f"pca: {config.pca} components from {train.shape[0]} points of {train.shape[1]} "
-                         "features; at most the smaller of the two")
-    pca = PCA(n_components=config.pca, random_state=config.seed).fit(train)
-    return pca.transform(train), None if test is None else pca.transform(test), pca.explained_variance_ratio_
+    explained = None
+    if config.pca is not None or config.scale == "whiten":
+        if config.pca is not None and config.pca > min(train.shape):
+            raise ValueError(f"pca: {config.pca} components from {train.shape[0]} points of {train.shape[1]} "
+                             "features; at most the smaller of the two")
+        pca = PCA(n_components=config.pca, whiten=config.scale == "whiten", random_state=config.seed).fit(train)
+        train, test = pca.transform(train), None if test is None else pca.transform(test)
+        explained = pca.explained_variance_ratio_ if config.pca is not None else None
+    if config.scale == "standardize":
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        train, test = (train - mean) / std, None if test is None else (test - mean) / std
+    return train, test, explained
 
 
 def fit_kmeans_classifier(kmeans: KMeans | MiniBatchKMeans, x_train: np.ndarray,

@@ -104,12 +104,28 @@ def latent_stats(z: np.ndarray) -> dict[str, Any]:
     }
 
 
+DEAD_FRACTION = 1e-3  # a code unit whose spread is at most this share of the liveliest unit's does not vary
+
+
+def dead_units(z: np.ndarray) -> int:
+    """How many code units (components of the flattened codes ``z``, (n, ...)) do not vary over the inputs: their
+    standard deviation is at most ``DEAD_FRACTION`` of the liveliest unit's (all of them when none varies). A ReLU
+    unit that died outputs 0 for every input; pool_ae's (7, 7, 2) code loses 49 units when one channel dies."""
+    z = np.asarray(z, dtype=np.float64)
+    return _dead(z.reshape(len(z), -1).std(axis=0))
+
+
+def _dead(std: np.ndarray) -> int:
+    top = float(std.max()) if std.size else 0.0
+    return int(np.sum(std <= DEAD_FRACTION * top)) if top > 0 else int(std.size)
+
+
 def latent_summary_metrics(stats: dict[str, Any]) -> dict[str, float]:
     """A flat handful of floats from ``latent_stats``' output, for a metrics table.
 
     ``latent_dim``, ``radius_mean``, ``radius_std``, ``radius_median``, ``std_min`` / ``std_mean`` /
-    ``std_max`` (over the components: a near-0 ``std_min`` is a dead code unit), ``pca_top1`` (the first
-    component's share of the variance), ``n_components_90``, ``n_components_99``.
+    ``std_max`` (over the components: a near-0 ``std_min`` is a dead code unit), ``dead_units`` (``dead_units``),
+    ``pca_top1`` (the first component's share of the variance), ``n_components_90``, ``n_components_99``.
     """
     std = np.asarray(stats["std"], dtype=np.float64)
     ratio = stats["pca"]["explained_variance_ratio"]
@@ -121,6 +137,7 @@ def latent_summary_metrics(stats: dict[str, Any]) -> dict[str, float]:
         "std_min": float(std.min()),
         "std_mean": float(std.mean()),
         "std_max": float(std.max()),
+        "dead_units": float(_dead(std)),
         "pca_top1": float(ratio[0]),
         "n_components_90": float(stats["pca"]["n_components_90"]),
         "n_components_99": float(stats["pca"]["n_components_99"]),

@@ -1,4 +1,5 @@
-"""The cluster job's pictures as PNG bytes: a 2-D scatter (by cluster, and by label) and the k sweep.
+"""The cluster job's pictures as PNG bytes: a 2-D scatter (by cluster, and by label) and the k sweep; the encode
+job's scatter of the codes by class.
 
 Drawn with matplotlib's object API on an Agg canvas: no pyplot, so no global figure state and no GUI
 backend, which matters in worker processes that draw concurrently. No TensorFlow.
@@ -116,6 +117,59 @@ def scatter_2d_png(points_2d: np.ndarray, clusters: np.ndarray, labels: np.ndarr
     figure.suptitle(title)
     for ax, (values, name) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         _colour_panel(figure, ax, points_2d, values, name)
+    return _png(figure)
+
+
+def latent_scatter_png(points_2d: np.ndarray, labels: np.ndarray, title: str, xlabel: str, ylabel: str) -> bytes:
+    """PNG bytes, 500 x 500 px: ``points_2d`` (n, 2) coloured by ``labels`` (n,), with the axes named (the codes'
+    components, or t-SNE's axes). Raises ValueError on shapes that do not match."""
+    points_2d = np.asarray(points_2d)
+    labels = np.asarray(labels)
+    if points_2d.ndim != 2 or points_2d.shape[1] != 2 or labels.shape != (len(points_2d),):
+        raise ValueError(f"expected (n, 2) points and n labels, got {points_2d.shape} and {labels.shape}")
+    figure = Figure(figsize=PANEL_SIZE, dpi=DPI, layout="constrained")
+    figure.suptitle(title)
+    ax = figure.subplots()
+    _colour_panel(figure, ax, points_2d, labels, "class")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return _png(figure)
+
+
+def latent_analysis_png(z: np.ndarray, title: str, components: int = 32) -> bytes:
+    """PNG bytes, 1500 x 400 px, of codes ``z`` (n, d): the distribution of each of the first ``components``
+    components (box plots: where the encoder puts the data, and which units are dead), the histogram of the
+    codes' radii (their L2 norms: how far from the origin the data live, against the sqrt(d) of a standard
+    normal's), and the PCA spectrum (each principal component's share of the variance, on a log scale, and
+    the cumulative share). Raises ValueError for a non-(n, d) array or n < 2."""
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or len(z) < 2:
+        raise ValueError(f"expected (n, d) codes with n >= 2, got shape {z.shape}")
+    d = z.shape[1]
+    figure = Figure(figsize=(15.0, 4.0), dpi=DPI, layout="constrained")
+    figure.suptitle(title)
+    boxes, radii, spectrum = figure.subplots(1, 3)
+    shown = min(d, components)
+    boxes.boxplot(z[:, :shown], showfliers=False)
+    boxes.set_title(f"components 1-{shown} of {d}" if shown < d else f"the {d} components")
+    boxes.set_xticks(range(1, shown + 1), [str(i + 1) if shown <= 16 or i % 4 == 0 else "" for i in range(shown)])
+    radius = np.linalg.norm(z, axis=1)
+    radii.hist(radius, bins=40, color="#4c72b0")
+    radii.axvline(np.sqrt(d), color="#c44e52", linestyle="--", label=f"sqrt(d) = {np.sqrt(d):.1f}: N(0, I)'s")
+    radii.set_title("radius |z|")
+    radii.legend(fontsize=8)
+    centred = z - z.mean(axis=0)
+    variances = np.clip(np.linalg.svd(centred, compute_uv=False) ** 2, 0.0, None)
+    share = variances / variances.sum() if variances.sum() > 0 else variances
+    idx = np.arange(1, len(share) + 1)
+    spectrum.semilogy(idx, np.clip(share, 1e-12, None), "o-", markersize=3)
+    spectrum.set_xlabel("principal component")
+    spectrum.set_title("PCA spectrum")
+    cumulative = spectrum.twinx()
+    cumulative.plot(idx, np.cumsum(share), color="#55a868", label="cumulative")
+    cumulative.set_ylim(0, 1.02)
+    cumulative.set_ylabel("cumulative share (green)")
+    spectrum.set_ylabel("share of the variance (blue)")
     return _png(figure)
 
 

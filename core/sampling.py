@@ -5,9 +5,17 @@ reconstructions (``ref_recon_*``). The test split is halved: half A is the refer
 set is compared with, half B supplies the real and reconstructed images, so no set is compared with itself.
 
 - ``nn_dist``: mean L2 distance of each image to its nearest training image (a memorisation check);
+- ``pca_residual``: mean squared distance per pixel from the principal subspace of the training images (90% of
+  their variance: ``core.scores.pca_residual``, the eigenfaces' "distance from face space"): how much of an image
+  is not made of what the training images are made of. Needs no model, so it scores faces as well as digits;
 - ``fid_latent``: Fréchet distance between the set's encodings and the encodings of A;
+- ``recon_drift``: the mean squared change of an image's pixels when it goes through the autoencoder once more
+  (encode, decode). Images the autoencoder holds as they are (digits it has learnt) barely move; images off what
+  it learnt (stroke fragments, frames) are pulled towards it and move: a score that catches fragments a
+  classifier may be confident about;
 - with a cnn: ``confident_frac`` (max class probability > 0.9), ``class_entropy`` (bits, of the histogram of
-  predicted classes) and ``fid_cnn`` (Fréchet distance of the cnn's penultimate-layer features to A's).
+  predicted classes), ``sample_entropy`` (bits, the mean of each image's own class entropy) and ``fid_cnn``
+  (Fréchet distance of the cnn's penultimate-layer features to A's).
 
 ``score_sets`` is arrays and callables only; ``sample_and_score`` runs the Keras models (imported when called).
 """
@@ -22,7 +30,7 @@ import numpy as np
 
 from core.kinds.sample import SampleParams
 from core.latent import draw
-from core.scores import classifier_scores, frechet_distance, nearest_train_distance
+from core.scores import classifier_scores, frechet_distance, nearest_train_distance, pca_residual, principal_subspace
 
 NN_TRAIN_IMAGES = 20000  # nearest-neighbour search against at most this many training images
 PREDICT_BATCH = 256
@@ -40,20 +48,28 @@ class SampleResult:
 
 
 def score_sets(sets: Mapping[str, np.ndarray], reference: np.ndarray, train: np.ndarray, encode: Images,
-               classify: Images | None = None, features: Images | None = None) -> dict[str, float]:
+               classify: Images | None = None, features: Images | None = None,
+               reconstruct: Images | None = None) -> dict[str, float]:
     """Each set's scores, keyed ``<set's prefix><score>``: ``nn_dist`` against ``train``, ``fid_latent`` of
-    ``encode(images)`` against ``encode(reference)``; with ``classify`` (class probabilities) and ``features``
-    (a cnn's features) also ``confident_frac``, ``class_entropy`` and ``fid_cnn`` against ``reference``."""
+    ``encode(images)`` against ``encode(reference)``, ``pca_residual`` from ``train``'s principal subspace; with
+    ``reconstruct`` (the autoencoder) ``recon_drift``; with ``classify`` (class probabilities) and ``features``
+    (a cnn's features) also ``confident_frac``, ``class_entropy``, ``sample_entropy`` and ``fid_cnn`` against
+    ``reference``."""
     ref_latent = encode(reference)
     ref_features = features(reference) if features is not None and classify is not None else None
+    subspace = principal_subspace(train)
     out: dict[str, float] = {}
     for prefix, images in sets.items():
         out[prefix + "nn_dist"] = nearest_train_distance(images, train)
+        out[prefix + "pca_residual"] = pca_residual(images, *subspace)
         out[prefix + "fid_latent"] = frechet_distance(encode(images), ref_latent)
+        if reconstruct is not None:
+            again = np.asarray(reconstruct(images), dtype=np.float64)
+            out[prefix + "recon_drift"] = float(np.mean((again - np.asarray(images, dtype=np.float64)) ** 2))
         if classify is not None and features is not None and ref_features is not None:
             cs = classifier_scores(classify(images))
-            out[prefix + "confident_frac"] = cs["confident_frac"]
-            out[prefix + "class_entropy"] = cs["class_entropy"]
+            for key in ("confident_frac", "class_entropy", "sample_entropy"):
+                out[prefix + key] = cs[key]
             out[prefix + "fid_cnn"] = frechet_distance(features(images), ref_features)
     return {k: float(v) for k, v in out.items()}
 
@@ -88,5 +104,6 @@ def sample_and_score(params: SampleParams, autoencoder: Any, z_train: np.ndarray
         classify = lambda x: cnn.predict(x, batch_size=PREDICT_BATCH, verbose=0)  # noqa: E731
         features = lambda x: penultimate.predict(x, batch_size=PREDICT_BATCH, verbose=0)  # noqa: E731
     scores = score_sets(sets, reference, x_train[:NN_TRAIN_IMAGES], lambda x: encode(encoder, x, PREDICT_BATCH),
-                        classify, features)
+                        classify, features,
+                        lambda x: autoencoder.predict(x, batch_size=PREDICT_BATCH, verbose=0))
     return SampleResult(z=z, samples=samples, scored=n, scores=scores)

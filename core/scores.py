@@ -95,8 +95,10 @@ def classifier_scores(probs: np.ndarray, threshold: float = 0.9) -> dict[str, fl
     ``confident_frac``: the fraction of images whose top probability exceeds ``threshold`` (recognisable
     images); ``mean_confidence``: the mean top probability; ``class_entropy``: the entropy, in bits, of the
     histogram of predicted (argmax) classes: log2(n_classes) when every class is predicted equally often, 0
-    when all are one class (mode collapse). Raises ValueError unless each row is a probability vector (values
-    in [0, 1], summing to 1 within 1e-3): logits passed by mistake would otherwise give meaningless scores.
+    when all are one class (mode collapse); ``sample_entropy``: the mean entropy, in bits, of each image's own
+    probabilities (0 for an image the classifier is sure of, log2(n_classes) for one it cannot place). Raises
+    ValueError unless each row is a probability vector (values in [0, 1], summing to 1 within 1e-3): logits passed
+    by mistake would otherwise give meaningless scores.
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or 0 in probs.shape:
@@ -112,6 +114,7 @@ def classifier_scores(probs: np.ndarray, threshold: float = 0.9) -> dict[str, fl
         # max(0, ...) turns the -0.0 of a single class into 0.0.
         "class_entropy": max(0.0, float(-(shares * np.log2(shares)).sum())),
         "mean_confidence": float(top.mean()),
+        "sample_entropy": max(0.0, float(-(probs * np.log2(np.clip(probs, 1e-12, 1.0))).sum(axis=1).mean())),
     }
 
 
@@ -152,3 +155,38 @@ def nearest_train_distance(samples: np.ndarray, train: np.ndarray, chunk: int = 
     if distances.size == 0:
         raise ValueError("no samples")
     return float(distances.mean())
+
+
+PCA_RESIDUAL_SHARE = 0.9  # the principal subspace of the training images holds this share of their variance
+PCA_RESIDUAL_IMAGES = 5000  # training images the subspace is fitted on (an SVD of 5000 x 784 pixels: ~1 s)
+
+
+def principal_subspace(train: np.ndarray, share: float = PCA_RESIDUAL_SHARE,
+                       limit: int = PCA_RESIDUAL_IMAGES) -> tuple[np.ndarray, np.ndarray]:
+    """The mean (D,) and an orthonormal basis (D, k) of the fewest principal components of the first ``limit``
+    training images (flattened to D pixels) that hold ``share`` of their variance: the eigenfaces of a face
+    dataset. Raises ValueError for fewer than 2 images or a share outside (0, 1]."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    x = np.asarray(train[:limit], dtype=np.float64).reshape(min(len(train), limit), -1)
+    if len(x) < 2:
+        raise ValueError(f"need at least 2 training images, got {len(x)}")
+    mean = x.mean(axis=0)
+    _, singular, vt = np.linalg.svd(x - mean, full_matrices=False)
+    variances = singular ** 2
+    total = variances.sum()
+    k = 1 if total <= 0 else int(np.searchsorted(np.cumsum(variances) / total, share - 1e-12) + 1)
+    return mean, vt[:k].T
+
+
+def pca_residual(images: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> float:
+    """The mean squared distance per pixel of ``images`` from the training images' principal subspace
+    (``principal_subspace``): Turk and Pentland's "distance from face space" (1991), by which eigenfaces told faces
+    from other images. An image made of what the training images vary by lies close to it (a face, a digit);
+    noise, fragments and artefacts stick out of it. 0 for an image inside the subspace."""
+    x = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    if x.shape[1] != basis.shape[0]:
+        raise ValueError(f"images have {x.shape[1]} pixels, the subspace {basis.shape[0]}")
+    x = x - mean
+    residual = x - (x @ basis) @ basis.T
+    return float(np.mean(residual ** 2))

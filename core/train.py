@@ -20,6 +20,7 @@ import numpy as np
 from core.backend import train_options
 from core.datasets import Dataset
 from core.kinds.train import TrainParams
+from core.latent import dead_units
 from core.models.build import build_model
 from core.models.common import Autoencoder, split_autoencoder
 from core.models.defaults import AUTOENCODERS, LEARNING_RATE
@@ -30,6 +31,7 @@ EpochCallback = Callable[[int, dict[str, float]], bool]
 CheckpointCallback = Callable[[int, Any], None]  # (epochs done, the model): save it to resume from
 SpeedCallback = Callable[[int, float], None]  # (epoch, its training images per second)
 N_SAMPLES = 10  # test images returned with their reconstructions for the comparison grid
+DEAD_UNITS_IMAGES = 2000  # test images whose codes show the dead code units (``core.latent.dead_units``)
 _EPS = 1e-7  # the clipping Keras' cross-entropies use, so the numpy test metrics match what the loss would say
 
 _OPTIMIZERS = {
@@ -49,7 +51,8 @@ class TrainResult:
     encoder: Any | None  # an autoencoder's halves (sharing weights with model); None for the cnn
     decoder: Any | None
     history: list[dict[str, float]]  # per completed epoch: loss, mse (autoencoders) or accuracy (cnn), + val_*
-    test_metrics: dict[str, float]  # autoencoders: test_loss, test_bce, test_mse; cnn: test_loss, test_accuracy
+    # autoencoders: test_loss, test_bce, test_mse, dead_code_units (of the test codes); cnn: test_loss, test_accuracy
+    test_metrics: dict[str, float]
     originals: np.ndarray | None  # autoencoders: the first N_SAMPLES test images; cnn: None
     reconstructions: np.ndarray | None  # their reconstructions
     stopped_early: bool  # True when on_epoch asked to stop
@@ -168,7 +171,9 @@ def train_model(config: TrainParams, data: Dataset, on_epoch: EpochCallback | No
         encoder=built.encoder,
         decoder=built.decoder,
         history=reporter.history,
-        test_metrics=reconstruction_metrics(data.x_test, preds, config.loss),
+        test_metrics={**reconstruction_metrics(data.x_test, preds, config.loss),
+                      "dead_code_units": float(dead_units(built.encoder.predict(
+                          data.x_test[:DEAD_UNITS_IMAGES], batch_size=256, verbose=0)))},
         originals=data.x_test[:N_SAMPLES].copy(),
         reconstructions=np.asarray(preds[:N_SAMPLES], dtype=np.float32),
         stopped_early=reporter.stopped_early,

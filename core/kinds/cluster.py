@@ -21,6 +21,9 @@ class ClusterParams(DataParams):
 
     dataset: str | None = None  # the features' dataset; leave unset to cluster the latents of an encode job
     pca: int | None = None  # cluster the first N PCA components instead of the raw features
+    # before KMeans, fitted on the training split: standardize = each feature to mean 0 and variance 1; whiten = the
+    # PCA components (all, or the first `pca`) to variance 1, so every direction counts alike
+    scale: Literal["none", "standardize", "whiten"] = "none"
     k: tuple[int, ...] = (10,)  # one k, or several for a sweep (inertia and silhouette per k)
     algorithm: Literal["kmeans", "minibatch"] = "kmeans"  # minibatch: MiniBatchKMeans, for large n and k
     n_init: int = 10  # KMeans restarts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from core.data_files import IMAGE_DATASETS
 from core.kinds.base import Input, Kind, Parent
@@ -20,12 +20,17 @@ class EncodeParams(DataParams):
 
     dataset: str | None = None  # default: the dataset the autoencoder was trained on (with its data_path)
     batch_size: int = 256  # images per forward pass
+    # latents.png, the test codes coloured by class (auto: the codes themselves for a 2-D code, else a t-SNE), and
+    # latent_stats.png (the codes per component, their radii, the PCA spectrum); none: neither
+    plot: Literal["auto", "scatter", "tsne", "none"] = "auto"
+    plot_sample: int = 1000  # test codes in the picture (t-SNE of 1000 codes: a few seconds)
 
     def validate(self) -> None:
         self.validate_data(required=False)
         require(self.dataset is None or self.dataset in IMAGE_DATASETS, "dataset",
                 f"encode needs an image dataset, not {self.dataset!r}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.plot_sample >= 10, "plot_sample", f"must be >= 10, got {self.plot_sample}")
 
 
 def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callable[[str], Parent]) -> int | None:

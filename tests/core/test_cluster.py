@@ -14,8 +14,10 @@ from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from core.cluster import ClusterResult, elbow_k, fit_kmeans_classifier, run_clustering
+from core.cluster import ClusterResult, elbow_k, fit_kmeans_classifier, prepare_features, run_clustering
+from core.errors import ConfigError
 from core.kinds.cluster import ClusterParams
+from core.params import parse_config
 from core.plots import embed_2d, scatter_2d_png, sweep_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -231,3 +233,20 @@ def test_the_result_as_metrics_and_a_confusion_record() -> None:
     bare = run_clustering(ClusterParams(k=(3,), n_init=2), x)
     assert bare.metrics_per_k() == [(3, {"inertia": bare.per_k[0].inertia, "silhouette": bare.per_k[0].silhouette})]
     assert bare.final_metrics() == {"best_k": 3.0, "silhouette_k": 3.0} and bare.confusion_record() is None
+
+
+def test_scaling_is_fitted_on_the_training_split() -> None:
+    rng = np.random.default_rng(0)
+    # correlated features of very different scales, one of them constant
+    mix = np.array([[3.0, 0.0, 0.0], [1.0, 0.1, 0.0], [0.0, 0.0, 0.0]])
+    train = rng.standard_normal((500, 3)) @ mix + np.array([5.0, -2.0, 7.0])
+    test = rng.standard_normal((50, 3)) @ mix + 100.0  # far away: a scaling fitted on it would centre it
+    std_train, std_test, explained = prepare_features(ClusterParams(scale="standardize"), train, test)
+    assert explained is None
+    assert np.allclose(std_train.mean(axis=0), 0) and np.allclose(std_train.std(axis=0), [1, 1, 0])
+    assert std_test is not None and std_test[:, 0].mean() > 20  # the test split moved by the training's scaling
+    white, white_test, _ = prepare_features(ClusterParams(scale="whiten", pca=2), train, test)
+    assert white.shape == (500, 2) and white_test is not None and white_test.shape == (50, 2)
+    assert np.allclose(np.cov(white, rowvar=False, ddof=1), np.eye(2), atol=1e-6)
+    with pytest.raises(ConfigError, match="scale"):
+        parse_config(ClusterParams, {"scale": "minmax"})

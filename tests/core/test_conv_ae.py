@@ -81,7 +81,8 @@ def test_training_lowers_the_loss(two_epochs: tuple[TrainResult, list]) -> None:
 def test_test_metrics_and_samples(two_epochs: tuple[TrainResult, list], digits_300: Dataset) -> None:
     result, _ = two_epochs
     metrics = result.test_metrics
-    assert set(metrics) == {"test_loss", "test_bce", "test_mse"}
+    assert set(metrics) == {"test_loss", "test_bce", "test_mse", "dead_code_units"}
+    assert 0 <= metrics["dead_code_units"] < 16  # z_dim 16: a unit or two may die, not the whole code
     assert metrics["test_loss"] == metrics["test_bce"]  # the config's loss is bce
     # The numpy metrics agree with Keras' own evaluation of the same model (float32 there, float64 here).
     keras_bce, keras_mse = result.model.evaluate(digits_300.x_test, digits_300.x_test, batch_size=256,
@@ -105,7 +106,7 @@ def test_on_epoch_can_stop_training(digits_300: Dataset) -> None:
     assert seen == [1]
     assert len(result.history) == 1
     assert result.stopped_early
-    assert set(result.test_metrics) == {"test_loss", "test_bce", "test_mse"}
+    assert set(result.test_metrics) == {"test_loss", "test_bce", "test_mse", "dead_code_units"}
 
 
 def test_same_seed_same_loss(digits_300: Dataset) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from core.kinds.sample import SampleParams
 from core.latent import (
+    dead_units,
     draw,
     interpolate,
     latent_stats,
@@ -102,6 +103,20 @@ def test_summary_metrics(z_train: np.ndarray) -> None:
     assert metrics["n_components_90"] == 2.0 and metrics["n_components_99"] == 4.0
     assert metrics["std_min"] <= metrics["std_mean"] <= metrics["std_max"]
     assert metrics["std_max"] == pytest.approx(np.sqrt(COV.diagonal()).max(), rel=0.02)
+    assert metrics["dead_units"] == 0.0
+
+
+def test_dead_units_are_the_codes_that_do_not_vary() -> None:
+    rng = np.random.default_rng(0)
+    # pool_ae's (7, 7, 2) code with its second ReLU channel dead: 49 units always 0
+    codes = np.maximum(rng.standard_normal((200, 7, 7, 2)), 0.0)
+    codes[..., 1] = 0.0
+    assert dead_units(codes) == 49
+    codes[..., 1] = 1e-6 * rng.standard_normal((200, 7, 7))  # a whisper beside units of spread ~0.6: dead
+    assert dead_units(codes) == 49
+    assert dead_units(np.maximum(rng.standard_normal((200, 7, 7, 2)), 0.0)) == 0
+    assert dead_units(np.ones((10, 4))) == 4  # nothing varies: every unit is dead
+    assert latent_summary_metrics(latent_stats(codes.reshape(200, -1)))["dead_units"] == 49.0
 
 
 @pytest.mark.parametrize("bad", [np.zeros(5), np.zeros((0, 3)), np.array([[1.0, np.nan]])])

@@ -19,6 +19,8 @@ from core.scores import (
     gaussian_stats,
     nearest_train_distance,
     nearest_train_distances,
+    pca_residual,
+    principal_subspace,
 )
 
 
@@ -118,12 +120,16 @@ def test_frechet_rejects_bad_inputs() -> None:
 def test_classifier_scores_balanced_and_collapsed() -> None:
     balanced = np.eye(10)[np.arange(50) % 10]  # one-hot, every class 5 times
     scores = classifier_scores(balanced)
-    assert scores == {"confident_frac": 1.0, "class_entropy": pytest.approx(log2(10)), "mean_confidence": 1.0}
+    assert scores == {"confident_frac": 1.0, "class_entropy": pytest.approx(log2(10)), "mean_confidence": 1.0,
+                      "sample_entropy": 0.0}  # each image sure of its class
     collapsed = np.tile([0.05, 0.9, 0.05], (20, 1))  # all class 1, confidence exactly at the threshold
     scores = classifier_scores(collapsed)
     assert scores["class_entropy"] == 0.0
     assert scores["confident_frac"] == 0.0  # "more than the threshold": 0.9 itself is not confident
     assert scores["mean_confidence"] == pytest.approx(0.9)
+    assert scores["sample_entropy"] == pytest.approx(-(0.9 * log2(0.9) + 2 * 0.05 * log2(0.05)))
+    unsure = classifier_scores(np.full((4, 8), 1 / 8))
+    assert unsure["sample_entropy"] == pytest.approx(3.0) and unsure["class_entropy"] == 0.0  # argmax: class 0
 
 
 def test_classifier_scores_mixed() -> None:
@@ -210,3 +216,22 @@ def test_image_grid_columns_and_rgb() -> None:
 def test_image_grid_rejects_bad_input(shape: tuple[int, ...], kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         image_grid_png(np.zeros(shape), **kwargs)
+
+
+# --- distance from the training images' principal subspace ----------------------------------------------------
+
+def test_pca_residual_is_zero_inside_the_subspace_and_large_for_noise() -> None:
+    rng = np.random.default_rng(0)
+    # "faces": 200 images (8 x 8) made of 3 fixed patterns with random weights, plus a little noise
+    patterns = rng.standard_normal((3, 64))
+    train = (rng.standard_normal((200, 3)) @ patterns + 0.01 * rng.standard_normal((200, 64))).reshape(200, 8, 8, 1)
+    mean, basis = principal_subspace(train, share=0.99)
+    assert basis.shape == (64, 3) and np.allclose(basis.T @ basis, np.eye(3), atol=1e-9)  # the 3 patterns
+    inside = (rng.standard_normal((20, 3)) @ patterns).reshape(20, 8, 8, 1)
+    noise = rng.standard_normal((20, 8, 8, 1))
+    assert pca_residual(inside, mean, basis) < 1e-3 < 0.5 < pca_residual(noise, mean, basis)
+    assert principal_subspace(train, share=0.5)[1].shape[1] < 3  # a smaller share needs fewer components
+    with pytest.raises(ValueError, match="pixels"):
+        pca_residual(np.zeros((2, 4, 4, 1)), mean, basis)
+    with pytest.raises(ValueError):
+        principal_subspace(train[:1])

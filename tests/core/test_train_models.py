@@ -44,7 +44,8 @@ def test_autoencoder_results(trained: dict[str, TrainResult], model: str, digits
     assert result.model.name == model and not result.stopped_early
     assert result.encoder.name == "encoder" and result.decoder.name == "decoder"
     assert len(result.history) == 1 and set(result.history[0]) == AE_KEYS
-    assert set(result.test_metrics) == {"test_loss", "test_bce", "test_mse"}
+    assert set(result.test_metrics) == {"test_loss", "test_bce", "test_mse", "dead_code_units"}
+    assert 0 <= result.test_metrics["dead_code_units"] <= np.prod(result.encoder.output_shape[1:])  # of the units
     assert all(np.isfinite(v) for v in result.test_metrics.values())
     np.testing.assert_array_equal(result.originals, data.x_test[:10])
     assert result.reconstructions.shape == result.originals.shape

@@ -6,6 +6,7 @@ dream. The handlers are thin: the numbers are core's (tested in tests/core); her
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ def test_train_records_epochs_the_model_reconstructions_and_a_checkpoint_if_aske
     ae = chain["ae_ctx"]
     assert ae.steps("loss") == ae.steps("val_loss") == [1, 2]
     assert {"test_bce", "test_mse", "test_loss"} <= {k for k, step in ae.metric_rows if step == 0}
+    assert 0 <= ae.metric_rows[("dead_code_units", 0)] <= 3  # z_dim 3
     assert set(ae.recorded) == {"model.keras", "checkpoint.keras", "reconstructions.png"}
     assert ae.recorded["checkpoint.keras"][0].meta == {"epoch": 2, "model": "conv_ae"}
     assert ae.recorded["model.keras"][0].meta["input_shape"] == [28, 28, 1]
@@ -90,6 +92,12 @@ def test_encode_writes_latents_labels_and_their_statistics(chain: dict[str, Any]
     assert enc.recorded["latents_train.npy"][0].meta["latent_shape"] == [3]
     assert enc.json("latent_stats.json")["d"] == 3
     assert enc.metric_rows[("latent_dim", 0)] == 3.0
+    # a 3-D code: a t-SNE of the test codes, coloured by class
+    assert enc.recorded["latents.png"][0].media_type == "image/png"
+    with Image.open(enc.blobs.path(*enc.recorded["latents.png"])) as im:
+        assert im.size == (500, 500)
+    with Image.open(enc.blobs.path(*enc.recorded["latent_stats.png"])) as im:  # components, radii, PCA spectrum
+        assert im.size == (1500, 400)
 
 
 def test_sample_decodes_and_scores_with_the_cnn(chain: dict[str, Any]) -> None:
@@ -99,7 +107,8 @@ def test_sample_decodes_and_scores_with_the_cnn(chain: dict[str, Any]) -> None:
     assert ctx.npy("z.npy").shape == (40, 3)
     scores = ctx.json("scores.json")
     assert scores["sampler"] == "fitted_normal" and scores["n"] == 40  # half the 120 test digits: as many
-    for key in ("nn_dist", "fid_latent", "confident_frac", "class_entropy", "fid_cnn"):
+    for key in ("nn_dist", "fid_latent", "pca_residual", "recon_drift", "confident_frac", "class_entropy",
+                "sample_entropy", "fid_cnn"):
         assert (key, 0) in ctx.metric_rows and ("ref_test_" + key, 0) in ctx.metric_rows
     assert ctx.recorded["samples.png"][0].meta == {"sampler": "fitted_normal", "images": 16}
 
@@ -108,8 +117,8 @@ def test_sample_without_a_cnn_scores_without_the_classifier(chain: dict[str, Any
     ctx, _ = run(chain["blobs"], "smp2", "sample", {"sampler": "interpolate", "n": 20, "steps": 5},
                  parents=[chain["enc"]])
     assert ctx.npy("z.npy").shape == (20, 3)
-    assert {k for k, _ in ctx.metric_rows} == {"nn_dist", "fid_latent", "ref_test_nn_dist", "ref_test_fid_latent",
-                                               "ref_recon_nn_dist", "ref_recon_fid_latent"}
+    assert {k for k, _ in ctx.metric_rows} == {prefix + key for prefix in ("", "ref_test_", "ref_recon_")
+                                               for key in ("nn_dist", "fid_latent", "pca_residual", "recon_drift")}
 
 
 def test_cluster_the_latents_of_an_encode_job(chain: dict[str, Any]) -> None:
@@ -135,3 +144,19 @@ def test_a_dream_level_through_its_tile_and_merge_jobs(chain: dict[str, Any], tm
     assert merged.shape == (28, 28) and abs(float(merged.mean())) < 1e-5 and abs(float(merged.std()) - 1) < 1e-4
     assert {"image.npy", "image.png", "final.npy", "final.png", "iterations.png"} <= set(merge_ctx.recorded)
     assert merge_ctx.recorded["iterations.png"][0].meta == {"panels": ["input", "iteration 0"]}
+
+
+def test_latent_picture_of_a_2d_code_is_the_codes_themselves_by_class() -> None:
+    from workers.handlers.encode import latent_picture
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    z = rng.standard_normal((300, 2)) + labels[:, None]  # ten clusters along the diagonal
+    with Image.open(io.BytesIO(latent_picture(z, labels, "scatter", 200, "codes"))) as im:
+        assert im.size == (500, 500)
+        # ten classes, ten colours of tab10: the picture holds many distinct colours, not one
+        assert len(set(im.convert("RGB").getdata())) > 50
+    with pytest.raises(ValueError, match="expected"):
+        from core.plots import latent_scatter_png
+
+        latent_scatter_png(z, labels[:-1], "codes", "x", "y")

@@ -1,4 +1,6 @@
-"""``encode``: a dataset's train and test splits through a trained autoencoder's encoder, and their statistics."""
+"""``encode``: a dataset's train and test splits through a trained autoencoder's encoder, their statistics (with
+``latent_stats.png``: per-component distributions, radii and PCA spectrum), and a picture of the test codes by class
+(``latents.png``: the codes themselves when they are 2-D, else a t-SNE)."""
 
 from __future__ import annotations
 
@@ -34,3 +36,26 @@ def run_encode(ctx: JobContext, params: EncodeParams) -> None:
     stats = latent_stats(z_train)
     ctx.artifact_json("latent_stats.json", stats)
     ctx.metrics(latent_summary_metrics(stats))
+    method = params.plot if params.plot != "auto" else ("scatter" if z_test.shape[1] == 2 else "tsne")
+    if method != "none" and len(z_train) >= 2:
+        from core.plots import latent_analysis_png
+
+        ctx.artifact_bytes("latent_stats.png", latent_analysis_png(z_train, f"{trained.name}: training codes"),
+                           "image/png")
+    if method != "none" and len(z_test) >= 3:
+        ctx.progress(0.8, f"drawing the test codes ({method})")
+        ctx.artifact_bytes("latents.png", latent_picture(z_test, data.y_test, method, params.plot_sample,
+                                                         f"{trained.name}: test codes"), "image/png")
+
+
+def latent_picture(z: np.ndarray, labels: np.ndarray, method: str, sample: int, title: str) -> bytes:
+    """PNG bytes of at most ``sample`` codes ``z`` (n, d) coloured by ``labels``: "scatter" draws the first two
+    components (the seed's figure of a 2-D code), "tsne" a t-SNE of the codes (one thread: see ``embed_2d``)."""
+    from core.plots import embed_2d, latent_scatter_png
+
+    if method == "scatter":
+        idx = np.sort(np.random.default_rng(0).choice(len(z), size=min(sample, len(z)), replace=False))
+        points = z[idx, :2] if z.shape[1] >= 2 else np.hstack([z[idx, :1], np.zeros((len(idx), 1))])
+        return latent_scatter_png(points, labels[idx], title, "z[0]", "z[1]")
+    points, idx = embed_2d(z, "tsne", sample, threads=1)
+    return latent_scatter_png(points, labels[idx], f"{title} (t-SNE of {len(idx)})", "t-SNE 1", "t-SNE 2")
