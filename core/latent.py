@@ -144,10 +144,17 @@ def latent_summary_metrics(stats: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def sample_uniform_box(z_train: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n, d) points uniform in the per-component [min, max] box of ``z_train`` (n_train, d)."""
+def sample_uniform_box(z_train: np.ndarray, n: int, rng: np.random.Generator, quantile: float = 0.0) -> np.ndarray:
+    """(n, d) points uniform in the per-component box of ``z_train`` (n_train, d): from each component's
+    ``quantile`` to its ``1 - quantile`` quantile (0: its min and max)."""
     z_train = _latents(z_train, "z_train")
-    return rng.uniform(z_train.min(axis=0), z_train.max(axis=0), size=(_count(n), z_train.shape[1]))
+    if not 0 <= quantile < 0.5:
+        raise ValueError(f"quantile must be from 0 to below 0.5, got {quantile}")
+    if quantile == 0:
+        low, high = z_train.min(axis=0), z_train.max(axis=0)
+    else:
+        low, high = np.quantile(z_train, [quantile, 1.0 - quantile], axis=0)
+    return rng.uniform(low, high, size=(_count(n), z_train.shape[1]))
 
 
 def sample_normal(d: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -225,7 +232,7 @@ def draw(config: SampleParams, z_train: np.ndarray, z_test: np.ndarray) -> np.nd
     z_train = _latents(z_train, "z_train")
     d = z_train.shape[1]
     if config.sampler == "uniform_box":
-        z = sample_uniform_box(z_train, config.n, rng)
+        z = sample_uniform_box(z_train, config.n, rng, config.box_quantile)
     elif config.sampler == "normal":
         z = sample_normal(d, config.n, rng)
     elif config.sampler == "fitted_normal":

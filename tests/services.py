@@ -18,12 +18,19 @@ import pytest
 
 REDIS_HOST = os.environ.get("LATENTFARM_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("LATENTFARM_TEST_REDIS_PORT", "6379"))
-# Dedicated to the tests, flushed by them: 13, and one more per pytest-xdist worker (gw0: 13, gw1: 14, gw2: 15), so
-# tests running side by side never flush each other's queues. The chaos tests use their own (tests/chaos).
+# Dedicated to the tests, flushed by them: one per pytest-xdist worker (gw0: 13, gw1: 14, gw2: 15, gw3: 11), so
+# tests running side by side never flush each other's queues; LATENTFARM_TEST_REDIS_DB=N: N, N + 1, ... instead.
+# The chaos tests use their own (10, tests/chaos), the benchmarks theirs (12).
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
-REDIS_DB = int(os.environ.get("LATENTFARM_TEST_REDIS_DB", "13")) + _WORKER
+_DBS = (13, 14, 15, 11)
+if "LATENTFARM_TEST_REDIS_DB" in os.environ:
+    REDIS_DB = int(os.environ["LATENTFARM_TEST_REDIS_DB"]) + _WORKER
+elif _WORKER < len(_DBS):
+    REDIS_DB = _DBS[_WORKER]
+else:
+    raise RuntimeError(f"pytest-xdist worker {_WORKER}: no Redis database left for it; run at most {len(_DBS)} workers")
 if REDIS_DB > 15:
-    raise RuntimeError(f"pytest-xdist worker {_WORKER} would use Redis database {REDIS_DB}: run at most 3 workers")
+    raise RuntimeError(f"pytest-xdist worker {_WORKER} would use Redis database {REDIS_DB} (0-15 exist)")
 PG_URL = os.environ.get("LATENTFARM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

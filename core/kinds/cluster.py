@@ -21,9 +21,9 @@ class ClusterParams(DataParams):
 
     dataset: str | None = None  # the features' dataset; leave unset to cluster the latents of an encode job
     pca: int | None = None  # cluster the first N PCA components instead of the raw features
-    # before KMeans, fitted on the training split: standardize = each feature to mean 0 and variance 1; whiten = the
-    # PCA components (all, or the first `pca`) to variance 1, so every direction counts alike
-    scale: Literal["none", "standardize", "whiten"] = "none"
+    scale: Literal["none", "standardize", "whiten"] = "none"  # before KMeans, fitted on the training split:
+    # standardize = each feature to mean 0 and variance 1; whiten = the PCA components (all, or the first `pca`) to
+    # variance 1, so every direction counts alike
     k: tuple[int, ...] = (10,)  # one k, or several for a sweep (inertia and silhouette per k)
     algorithm: Literal["kmeans", "minibatch"] = "kmeans"  # minibatch: MiniBatchKMeans, for large n and k
     n_init: int = 10  # KMeans restarts
@@ -73,6 +73,5 @@ KINDS = (
     Kind("cluster", ClusterParams, "cpu", "KMeans on features, PCA components or latents; a k sweep; KMeans as a "
          "classifier", handler="workers.handlers.cluster:run_cluster",
          inputs=(Input("encode", "the latents to cluster", min=0),), check_parents=check_parents, memory=memory,
-         x_axis="k",
-         gallery=("clusters_2d.png",)),
+         x_axis="k", gallery=("clusters_2d.png",), late_params=("scale",)),
 )

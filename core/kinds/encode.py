@@ -20,9 +20,9 @@ class EncodeParams(DataParams):
 
     dataset: str | None = None  # default: the dataset the autoencoder was trained on (with its data_path)
     batch_size: int = 256  # images per forward pass
-    # latents.png, the test codes coloured by class (auto: the codes themselves for a 2-D code, else a t-SNE), and
-    # latent_stats.png (the codes per component, their radii, the PCA spectrum); none: neither
-    plot: Literal["auto", "scatter", "tsne", "none"] = "auto"
+    plot: Literal["auto", "scatter", "tsne", "none"] = "auto"  # latents.png, the test codes coloured by class (auto:
+    # the codes themselves for a 2-D code, else a t-SNE), and latent_stats.png (the codes per component, their
+    # radii, the PCA spectrum); none: neither
     plot_sample: int = 1000  # test codes in the picture (t-SNE of 1000 codes: a few seconds)
 
     def validate(self) -> None:
@@ -44,5 +44,6 @@ def memory(params: Mapping[str, Any], parents: Sequence[Parent], lookup: Callabl
 KINDS = (
     Kind("encode", EncodeParams, "gpu", "encodes the train and test splits with an autoencoder; latent statistics",
          handler="workers.handlers.encode:run_encode",
-         inputs=(Input("train", "the autoencoder to encode with", models=AUTOENCODERS),), memory=memory),
+         inputs=(Input("train", "the autoencoder to encode with", models=AUTOENCODERS),), memory=memory,
+         late_params=("plot", "plot_sample")),
 )

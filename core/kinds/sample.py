@@ -22,6 +22,8 @@ class SampleParams:
     sampler: Literal["uniform_box", "normal", "fitted_normal", "pca_ellipsoid", "interpolate"] = "fitted_normal"
     n: int = 1000  # how many images to draw and score
     k_sigma: float = 2.0  # pca_ellipsoid: the ellipsoid's radius in standard deviations along each PCA axis
+    box_quantile: float = 0.0  # uniform_box: bounded by each component's quantiles q and 1 - q (0: its min and
+    # max; the corners of a min-max box lie far from every code in 16 dimensions)
     steps: int = 10  # interpolate: images per line between two encoded test images
     grid: int = 100  # how many of the images go into the PNG grid
     seed: int = 0  # seeds the draws
@@ -29,6 +31,7 @@ class SampleParams:
     def validate(self) -> None:
         require(self.n >= 2, "n", f"must be >= 2, got {self.n}")
         require(self.k_sigma > 0, "k_sigma", f"must be > 0, got {self.k_sigma}")
+        require(0 <= self.box_quantile < 0.5, "box_quantile", f"must be from 0 to below 0.5, got {self.box_quantile}")
         require(self.steps >= 2, "steps", f"must be >= 2, got {self.steps}")
         require(1 <= self.grid <= 400, "grid", f"must be from 1 to 400, got {self.grid}")
 
@@ -48,5 +51,5 @@ KINDS = (
          handler="workers.handlers.sample:run_sample",
          inputs=(Input("encode", "the latents and the autoencoder to decode with"),
                  Input("train", "the CNN that scores the samples", min=0, models=("cnn",))),
-         memory=memory, gallery=("samples.png",)),
+         memory=memory, gallery=("samples.png",), late_params=("box_quantile",)),
 )

@@ -159,6 +159,16 @@ def test_uniform_box_stays_in_and_fills_the_box(z_train: np.ndarray) -> None:
     np.testing.assert_allclose(np.corrcoef(z, rowvar=False), np.eye(D), atol=0.03)
 
 
+def test_a_quantile_box_is_bounded_by_the_latents_quantiles(z_train: np.ndarray) -> None:
+    lo, hi = np.quantile(z_train, [0.05, 0.95], axis=0)
+    z = sample_uniform_box(z_train, 20000, np.random.default_rng(6), quantile=0.05)
+    assert (z >= lo).all() and (z <= hi).all()
+    np.testing.assert_allclose(z.min(axis=0), lo, atol=0.002 * (hi - lo).max())
+    assert ((hi - lo) < z_train.max(axis=0) - z_train.min(axis=0)).all()  # inside the min-max box
+    with pytest.raises(ValueError, match="quantile"):
+        sample_uniform_box(z_train, 10, np.random.default_rng(0), quantile=0.5)
+
+
 def test_normal_is_standard() -> None:
     z = sample_normal(5, 20000, np.random.default_rng(7))
     assert z.shape == (20000, 5)

@@ -63,9 +63,10 @@ OTHER_VALUES = {
     "train": {**DATA_VALUES, "model": "pool_ae", "epochs": 11, "batch_size": 64, "z_dim": 32, "filters": [32, 64, 64],
               "loss": "mse", "optimizer": "sgd", "learning_rate": 0.01, "validation_split": 0.2, "seed": 1,
               "keep_checkpoint": True},
-    "encode": {**DATA_VALUES, "batch_size": 64},
-    "sample": {"sampler": "normal", "n": 10, "k_sigma": 1.0, "steps": 3, "grid": 9, "seed": 1},
-    "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "k": [2, 3], "algorithm": "minibatch", "n_init": 3,
+    "encode": {**DATA_VALUES, "batch_size": 64, "plot": "tsne", "plot_sample": 100},
+    "sample": {"sampler": "normal", "n": 10, "k_sigma": 1.0, "box_quantile": 0.01, "steps": 3, "grid": 9, "seed": 1},
+    "cluster": {**DATA_VALUES, "dataset": "wifi", "pca": 2, "scale": "whiten", "k": [2, 3], "algorithm": "minibatch",
+                "n_init": 3,
                 "silhouette_sample": 100, "plot": "tsne", "plot_sample": 100, "seed": 1},
     "noop": {"seconds": 1.0, "fail": True, "value": 2.0, "transient_failures": 1, "stuck": True, "allocate_mb": 1},
     # the dream entry is never a job itself, but its params must still tell dreams apart (sweeps, names)
