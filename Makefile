@@ -19,14 +19,16 @@ demo: setup
 
 # The whole suite, slow acceptance tests included, in TEST_WORKERS processes side by side (pytest-xdist; most tests
 # wait on processes, leases and services, so three keep two cores busy; see tests/conftest.py for the grouping).
-# Exit code 5 (no tests collected) is a failure.
+# --no-loadscope-reorder keeps the order tests/conftest.py gives (the slow tests first); pytest-xdist would otherwise
+# send the largest groups first and the long single tests last. Exit code 5 (no tests collected) is a failure.
 TEST_WORKERS ?= 3
+SIDE_BY_SIDE := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest -q $(SIDE_BY_SIDE) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(SIDE_BY_SIDE) -m "not slow" $(PYTEST_ARGS)
 
 # Debian's Chromium and ChromeDriver, for the dashboard's browser test (tests/e2e/test_dashboard_browser.py); that
 # test skips without them, except in CI. Installs them only where they are missing and apt-get may run.

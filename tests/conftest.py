@@ -18,17 +18,31 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"  # the real data files; never copied into the project
 
 
+_LAYERS_FIRST = {"e2e": 0, "chaos": 1, "integration": 2, "client": 3, "api": 4}  # the rest after them
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """For running side by side (``make test`` runs pytest-xdist with ``--dist loadgroup``): the ``slow`` acceptance
     tests first, each on its own, so the longest work starts at once on every worker; the chaos tests in one group
     (they share a Redis database and kill processes on a clock); every other module's tests together, so that
-    module-scoped fixtures (a populated farm, a served dashboard) are made once."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise in collection order
+    module-scoped fixtures (a populated farm, a served dashboard) are made once. After the slow tests, the layers
+    whose tests run processes (e2e, chaos, integration, client, api) go before the unit tests, which fill the gaps
+    at the end (the longest work first: the run ends when its last long test does)."""
+    def order(item: pytest.Item) -> tuple[bool, float, int]:
+        slow = item.get_closest_marker("slow")
+        layer = item.nodeid.split("/")[1] if item.nodeid.count("/") >= 2 else ""
+        # the slow tests by the seconds they say they take alone (pytest.mark.slow(seconds=...)), longest first
+        return slow is None, -float(slow.kwargs.get("seconds", 0)) if slow else 0.0, _LAYERS_FIRST.get(layer, 99)
+
+    items.sort(key=order)  # stable: otherwise in collection order
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None or item.get_closest_marker("slow") is not None:
+        if item.get_closest_marker("xdist_group") is not None:
             continue
-        group = "chaos" if item.nodeid.startswith("tests/chaos/") else item.nodeid.split("::")[0]
+        if item.get_closest_marker("slow") is not None:
+            group = item.nodeid  # a group of its own
+        else:
+            group = "chaos" if item.nodeid.startswith("tests/chaos/") else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
 

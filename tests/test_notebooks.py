@@ -35,7 +35,7 @@ def test_committed_notebooks_have_no_outputs(path: Path) -> None:
         assert not cell.get("attachments"), f"{path.name}: cell {i} has attachments"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)  # alone, on 2 cores: the longest start first
 @pytest.mark.timeout(BUDGET + 60)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_the_notebook_runs(path: Path, tmp_path: Path, shared_data: Path) -> None:

@@ -34,7 +34,7 @@ ON_JAX = [
     "tests/core/test_backends.py",
 ]
 
-pytestmark = pytest.mark.slow  # the longest test here: started first when the suite runs side by side
+pytestmark = pytest.mark.slow(seconds=120)  # started among the first when the suite runs side by side
 
 
 def test_core_tests_pass_on_jax_with_comparable_losses(tmp_path: Path, digits_300: Dataset) -> None:

@@ -21,7 +21,7 @@ from storage.status import JobStatus
 from tests.e2e.test_train_resume_chaos import Processes
 from tests.integration.farm import wait_for, write_spec
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow(seconds=90), pytest.mark.timeout(420)]
 
 EPOCHS = 5
 GOOD, HOPELESS = 3e-3, 1e-6  # learning rates: the second learns nothing in a few epochs
