@@ -136,12 +136,14 @@ def latent_scatter_png(points_2d: np.ndarray, labels: np.ndarray, title: str, xl
     return _png(figure)
 
 
-def latent_analysis_png(z: np.ndarray, title: str, components: int = 32) -> bytes:
+def latent_analysis_png(z: np.ndarray, title: str, components: int = 32,
+                        variance_ratio: list[float] | np.ndarray | None = None) -> bytes:
     """PNG bytes, 1500 x 400 px, of codes ``z`` (n, d): the distribution of each of the first ``components``
     components (box plots: where the encoder puts the data, and which units are dead), the histogram of the
     codes' radii (their L2 norms: how far from the origin the data live, against the sqrt(d) of a standard
     normal's), and the PCA spectrum (each principal component's share of the variance, on a log scale, and
-    the cumulative share). Raises ValueError for a non-(n, d) array or n < 2."""
+    the cumulative share; ``variance_ratio`` when the caller has it, as ``core.latent.latent_stats`` gives it, else
+    computed here). Raises ValueError for a non-(n, d) array or n < 2."""
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or len(z) < 2:
         raise ValueError(f"expected (n, d) codes with n >= 2, got shape {z.shape}")
@@ -158,9 +160,11 @@ def latent_analysis_png(z: np.ndarray, title: str, components: int = 32) -> byte
     radii.axvline(np.sqrt(d), color="#c44e52", linestyle="--", label=f"sqrt(d) = {np.sqrt(d):.1f}: N(0, I)'s")
     radii.set_title("radius |z|")
     radii.legend(fontsize=8)
-    centred = z - z.mean(axis=0)
-    variances = np.clip(np.linalg.svd(centred, compute_uv=False) ** 2, 0.0, None)
-    share = variances / variances.sum() if variances.sum() > 0 else variances
+    if variance_ratio is not None:
+        share = np.asarray(variance_ratio, dtype=np.float64)
+    else:
+        variances = np.clip(np.linalg.svd(z - z.mean(axis=0), compute_uv=False) ** 2, 0.0, None)
+        share = variances / variances.sum() if variances.sum() > 0 else variances
     idx = np.arange(1, len(share) + 1)
     spectrum.semilogy(idx, np.clip(share, 1e-12, None), "o-", markersize=3)
     spectrum.set_xlabel("principal component")

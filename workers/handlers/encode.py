@@ -40,8 +40,9 @@ def run_encode(ctx: JobContext, params: EncodeParams) -> None:
     if method != "none" and len(z_train) >= 2:
         from core.plots import latent_analysis_png
 
-        ctx.artifact_bytes("latent_stats.png", latent_analysis_png(z_train, f"{trained.name}: training codes"),
-                           "image/png")
+        ctx.artifact_bytes("latent_stats.png", latent_analysis_png(
+            z_train, f"{trained.name}: training codes", variance_ratio=stats["pca"]["explained_variance_ratio"]),
+            "image/png")
     if method != "none" and len(z_test) >= 3:
         ctx.progress(0.8, f"drawing the test codes ({method})")
         ctx.artifact_bytes("latents.png", latent_picture(z_test, data.y_test, method, params.plot_sample,
