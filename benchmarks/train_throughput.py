@@ -13,7 +13,7 @@ the farm at least as fast as the script (ratio >= 1.0), aim 1.3. On a shared 2-c
 more than that: read the per-epoch lines, and use more rounds.
 
 Default images: 20000; 2000 for JAX on the CPU, where XLA's gradient of a transposed convolution (conv_ae's decoder)
-makes an epoch about ten times longer than on TensorFlow's oneDNN kernels.
+makes an epoch about 40 times longer per image than on TensorFlow's oneDNN kernels.
 """
 
 from __future__ import annotations
