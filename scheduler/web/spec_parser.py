@@ -141,22 +141,22 @@ class SpecParser:
             raise _busy("every spec parser is busy")
         try:
             worker = self._take()
-            kind, value = worker.parse(request, self.seconds)
-            if kind in ("ok", "spec") and worker.alive:
+            answer, value = worker.parse(request, self.seconds)
+            if answer in ("ok", "spec") and worker.alive:
                 self._give_back(worker)
             else:
                 worker.kill()
         finally:
             self._slots.release()
         path = request[2]
-        if kind == "ok":
+        if answer == "ok":
             return value
-        if kind == "spec":
+        if answer == "spec":
             raise SpecError(*value)
-        if kind == "timeout":
+        if answer == "timeout":
             raise HTTPException(413, f"{path}: parsing it took over {self.seconds:g} s, the most allowed: send a "
                                      "smaller spec")
-        if kind == "memory":
+        if answer == "memory":
             raise HTTPException(413, f"{path}: parsing it needs over {self.memory >> 20} MiB, the most allowed: "
                                      "send a smaller spec")
         raise HTTPException(413, f"{path}: its parser stopped (exit code {worker.exitcode}): send a smaller "
