@@ -171,9 +171,12 @@ def _run(rt: Runtime, ctx: JobContext, job: Job, worker: str, has_children: bool
             return _finish(rt, job, JobStatus.FAILED, why, traceback.format_exc(), worker)
         if oom == "device" or is_transient(e):
             log.warning("job %s: transient error: %s", job.id, why)
-            return patiently(rt, lambda: lifecycle.retry_later(rt.store, rt.app, job, why, traceback.format_exc(),
-                                                              worker, rt.settings.retry_backoff),
-                             f"job {job.id}: requeue")
+            outcome = patiently(rt, lambda: lifecycle.retry_later(rt.store, rt.app, job, why, traceback.format_exc(),
+                                                                 worker, rt.settings.retry_backoff),
+                                f"job {job.id}: requeue")
+            if outcome == "lost":  # the reaper handed the job on while this attempt waited for the database
+                log.warning("job %s: attempt %s no longer holds it: its retry is dropped", job.id, job.attempts)
+            return outcome
         return _finish(rt, job, JobStatus.FAILED, why, traceback.format_exc(), worker)
     except BaseException:  # KeyboardInterrupt, SystemExit: the process is going, the job is not done
         _release(rt, job, "interrupted", worker)

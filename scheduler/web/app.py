@@ -69,6 +69,7 @@ def create_app(cp: ControlPlane, token: str | None = None, parser: SpecParser | 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        specs.open()  # an app started again after a shutdown (each ASGI test client does) keeps its workers
         yield
         specs.close()
 

@@ -1,7 +1,8 @@
 """Submitted specs are parsed in worker processes, bounded in time and memory, never on the server's event loop.
 
-PyYAML's parser is pure Python: measured on a 2-core machine, 1 MiB of YAML takes 4 to 9 s and up to 376 MiB
-(``[1,1,1,...]`` is the worst: one token per two bytes), and 9.8 MB took 147 s and 3.2 GB. On the event loop
+PyYAML is slow even with libyaml's scanner (its values are still made in Python): measured on a 2-core machine,
+1 MiB of ``[1,1,1,...]`` (the worst: one token per two bytes) takes 2 to 3 s and about 300 MiB with libyaml,
+4 to 10 s and up to 376 MiB without, and 9.8 MB took 147 s and 3.2 GB without. On the event loop
 that stalls every request; in a thread it still holds the GIL. So the text goes to one of ``workers`` child
 processes (``python -m scheduler.web.spec_worker``), each under an address-space cap, and the request waits for
 the answer in a thread.
@@ -179,6 +180,11 @@ class SpecParser:
                 self._idle.append(worker)
                 return
         worker.kill()
+
+    def open(self) -> None:
+        """Keep the workers that finish a parse again (after ``close``)."""
+        with self._lock:
+            self._closed = False
 
     def close(self) -> None:
         """Stop the idle workers; busy ones stop when their parse ends."""

@@ -408,6 +408,8 @@ def test_a_signed_in_browser_cancels_and_retries_with_the_buttons(browser: Any, 
         check_page(browser)
         shoot(browser, tmp_path, f"dashboard-batch-{out['batch']}-actions")
         browser.delete_all_cookies()
+        browser.get("about:blank")  # before this server stops: its page's polls would fail in the next test's log
+        browser.get_log("browser")
 
 
 LIVE_SPEC = """\

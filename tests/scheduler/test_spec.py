@@ -66,7 +66,7 @@ def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
           - name: a
             kind: noop: extra
         """)
-    check(e, None, None, "malformed YAML at line 4, column 15", "mapping values are not allowed here")
+    check(e, None, None, "malformed YAML at line 4, column 15", "mapping values are not allowed")
 
 
 def test_malformed_yaml_unclosed_flow(tmp_path: Path) -> None:
