@@ -39,9 +39,10 @@ class FarmApp(Celery):
     def broker_queue(self, queue: str) -> str:
         """The broker's name of a job queue: on a farm, the queue within this farm (``latentfarm.<farm>.gpu``), so
         two farms that share a broker never take each other's messages; on the embedded default, the one queue its
-        in-process worker consumes, whatever the spec named."""
+        in-process worker consumes, whatever the spec named (within the farm too: the in-process broker is one per
+        process, and a process may open two stores, as a notebook or a test does)."""
         if self.settings.embedded:
-            return EMBEDDED_QUEUE
+            queue = EMBEDDED_QUEUE
         return f"latentfarm.{self.farm_id[:12]}.{queue}" if self.farm_id else queue
 
     def spec_queue(self, broker_queue: str) -> str:

@@ -137,7 +137,7 @@ def _purge(cp: ControlPlane) -> None:
     """Empty the broker's queues: the memory transport's live as long as the process, shared by every app."""
     with cp.app.connection_for_write() as conn, conn.channel() as channel:
         for q in ("cpu", "gpu"):
-            channel.queue_purge(q)
+            channel.queue_purge(cp.app.broker_queue(q))
 
 
 @contextmanager

@@ -47,7 +47,7 @@ def cp(settings: Settings) -> Iterator[ControlPlane]:
 def _purge(cp: ControlPlane) -> None:
     with cp.app.connection_for_write() as conn, conn.channel() as channel:
         for q in ("cpu", "gpu"):
-            channel.queue_purge(q)
+            channel.queue_purge(cp.app.broker_queue(q))
 
 
 def submit(cp: ControlPlane, tmp_path: Path, jobs: list[dict]) -> dict[str, int]:
