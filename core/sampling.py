@@ -76,10 +76,14 @@ def score_sets(sets: Mapping[str, np.ndarray], reference: np.ndarray, train: np.
 
 def sample_and_score(params: SampleParams, autoencoder: Any, z_train: np.ndarray, z_test: np.ndarray,
                      x_train: np.ndarray, x_test: np.ndarray, cnn: Any | None = None,
-                     on_progress: Progress | None = None) -> SampleResult:
+                     on_progress: Progress | None = None,
+                     references: Mapping[int, Mapping[str, float]] | None = None) -> SampleResult:
     """Draw ``params.n`` z-points from the latents ``z_train`` (``z_test`` for interpolation), decode them with
     ``autoencoder``'s decoder and score them against ``x_test`` (halved, see the module docstring) and
-    ``x_train``'s first ``NN_TRAIN_IMAGES``; ``cnn`` (a classifier) adds the classifier's scores."""
+    ``x_train``'s first ``NN_TRAIN_IMAGES``; ``cnn`` (a classifier) adds the classifier's scores.
+    ``references``: the ``ref_test_*`` and ``ref_recon_*`` scores of earlier calls with the same models and data,
+    by the number of images scored (they do not depend on the sampler); where they hold that number, only the
+    samples are scored (about a third of the work)."""
     from core.models.cnn import penultimate_model
     from core.models.common import decode, encode, split_autoencoder
 
@@ -96,8 +100,11 @@ def sample_and_score(params: SampleParams, autoencoder: Any, z_train: np.ndarray
     half = len(x_test) // 2
     reference, real = x_test[:half], x_test[half:]
     n = min(len(samples), len(real))
-    recon = autoencoder.predict(real[:n], batch_size=PREDICT_BATCH, verbose=0)
-    sets = {"": samples[:n], "ref_test_": real[:n], "ref_recon_": recon}
+    sets = {"": samples[:n]}
+    known = (references or {}).get(n)
+    if known is None:
+        sets.update({"ref_test_": real[:n],
+                     "ref_recon_": autoencoder.predict(real[:n], batch_size=PREDICT_BATCH, verbose=0)})
     classify = features = None
     if cnn is not None:
         penultimate = penultimate_model(cnn)
@@ -106,4 +113,4 @@ def sample_and_score(params: SampleParams, autoencoder: Any, z_train: np.ndarray
     scores = score_sets(sets, reference, x_train[:NN_TRAIN_IMAGES], lambda x: encode(encoder, x, PREDICT_BATCH),
                         classify, features,
                         lambda x: autoencoder.predict(x, batch_size=PREDICT_BATCH, verbose=0))
-    return SampleResult(z=z, samples=samples, scored=n, scores=scores)
+    return SampleResult(z=z, samples=samples, scored=n, scores={**scores, **(known or {})})

@@ -21,7 +21,7 @@ from storage.status import JobStatus
 from tests.e2e.test_train_resume_chaos import Processes
 from tests.integration.farm import wait_for, write_spec
 
-pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow(seconds=90), pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.slow(seconds=50), pytest.mark.timeout(420)]
 
 EPOCHS = 5
 GOOD, HOPELESS = 3e-3, 1e-6  # learning rates: the second learns nothing in a few epochs
@@ -29,7 +29,7 @@ GOOD, HOPELESS = 3e-3, 1e-6  # learning rates: the second learns nothing in a fe
 
 def spec(name: str, trials: int) -> dict:
     # seed 0 asks (lr, z_dim): (good, 4), (good, 8), (hopeless, 4), (good, 16), (hopeless, 4), (good, 8), ...
-    return {"batch": name, "defaults": {"params": {"dataset": "digits", "limit": 1200}}, "jobs": [
+    return {"batch": name, "defaults": {"params": {"dataset": "digits", "limit": 600}}, "jobs": [
         {"name": "tune", "kind": "train", "params": {"model": "conv_ae", "epochs": EPOCHS, "batch_size": 16},
          "search": {"space": {"learning_rate": {"choice": [HOPELESS, GOOD]}, "z_dim": {"choice": [4, 8, 16]}},
                     "metric": "val_loss", "trials": trials, "parallel": 2, "sampler": "random",

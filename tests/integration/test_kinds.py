@@ -85,6 +85,15 @@ def test_train_encode_sample_cluster_chain_on_digits(settings: Settings, tmp_pat
         assert _png_size(cp, arts["samples.png"])[0] > 28
     fitted, _ = _results(cp, jobs["sample[sampler=fitted_normal]"].id)
     assert fitted["ref_test_nn_dist"] > 0 and fitted["ref_recon_fid_latent"] < fitted["fid_latent"] * 10
+    # the reference scores are the same for every sampler: the worker computed them once, under the training's
+    # model files, for the 60 images each of the three sets held
+    refs = {s: {k: v for k, v in _results(cp, jobs[f"sample[sampler={s}]"].id)[0].items() if k.startswith("ref_")}
+            for s in ("uniform_box", "fitted_normal", "pca_ellipsoid")}
+    assert refs["uniform_box"] == refs["fitted_normal"] == refs["pca_ellipsoid"] and len(refs["uniform_box"]) == 16
+    from workers.handlers import sample as sample_handler
+
+    held = [by_n for key, by_n in sample_handler.REFERENCES.items() if key[2] == jobs["ae"].fingerprint]
+    assert len(held) == 1 and held[0][60] == refs["uniform_box"]
 
     clu, clu_arts = _results(cp, jobs["clu"].id)
     with cp.store.session() as s:

@@ -22,7 +22,7 @@ from tests.integration.farm import jobs_by_name, open_farm, wait_done, worker, w
 LIMIT = 12000
 
 
-@pytest.mark.slow(seconds=170)  # alone, on 2 cores: the longest start first
+@pytest.mark.slow(seconds=150)  # alone, on 2 cores: the longest start first
 @pytest.mark.timeout(900)
 def test_mnist_training_sampling_and_latent_clustering(tmp_path: Path, shared_data: Path) -> None:
     settings: Settings = make_settings(tmp_path, data_dir=shared_data)  # mnist.npz is found in the data dir
