@@ -60,6 +60,8 @@ def _embed(x: np.ndarray, method: str, sample: int, seed: int) -> tuple[np.ndarr
         if n_comp < 2:
             points = np.hstack([points, np.zeros((len(points), 1))])
         return points, indices
+    if not np.ptp(chosen, axis=0).any():  # one point repeated (a code whose units all died): nothing to spread,
+        return np.zeros((len(chosen), 2)), indices  # and scikit-learn's Barnes-Hut t-SNE crashes the process on it
     if chosen.shape[1] > TSNE_PCA_DIMS and len(chosen) > TSNE_PCA_DIMS:
         chosen = PCA(n_components=TSNE_PCA_DIMS, random_state=seed).fit_transform(chosen)
     perplexity = min(30.0, (len(chosen) - 1) / 3)  # scikit-learn requires perplexity < n_samples

@@ -213,6 +213,15 @@ def test_embed_2d_small_inputs() -> None:
         embed_2d(np.zeros((10, 2)), "umap", sample=5)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embed_2d_of_one_point_repeated_is_that_point(method: str) -> None:
+    """Codes whose units all died are one point: drawn as one, where scikit-learn's t-SNE would crash the
+    process (its PCA initialisation divides by a zero spread and its Barnes-Hut tree gets NaN)."""
+    points, indices = embed_2d(np.full((40, 16), 0.3, dtype=np.float32), method, sample=30, seed=0)  # type: ignore[arg-type]
+    assert points.shape == (30, 2) and len(indices) == 30 and np.isfinite(points).all()
+    assert np.ptp(points, axis=0).max() < 1e-9
+
+
 def test_importing_the_modules_does_not_import_tensorflow() -> None:
     code = ("import sys, core.cluster, core.plots; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras') or m == 'matplotlib.pyplot']; "

@@ -27,7 +27,7 @@ EPOCHS = 10
 SPEC = {"batch": "resume", "jobs": [{
     "name": "train", "kind": "train",
     "params": {"model": "conv_ae", "dataset": "digits", "z_dim": 8, "epochs": EPOCHS, "batch_size": 16,
-               "limit": 1200},
+               "limit": 600},
 }]}
 
 

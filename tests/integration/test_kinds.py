@@ -149,3 +149,35 @@ def test_sample_without_its_encode_parent_is_refused_at_submit(settings: Setting
     cp = open_farm(settings)
     with pytest.raises(SpecError, match="needs an encode job"):
         cp.load(write_spec(tmp_path, spec))
+
+
+def test_new_faces_from_a_folder_of_colour_photos_at_96_pixels(settings: Settings, tmp_path: Path,
+                                                               shared_data: Path) -> None:
+    """The faces recipe on any folder of face images (CelebA-style crops, here Olivetti faces saved as colour
+    photos 120x100): face_ae trains on them at 96x96 in colour, the encode job analyses the codes and a sampler
+    decodes new faces of that size, scored without a classifier."""
+    faces = np.load(shared_data / "olivetti_faces.npz")["images"][:48]
+    folder = tmp_path / "celeb"
+    folder.mkdir()
+    for i, face in enumerate(faces):
+        grey = Image.fromarray((np.clip(face, 0, 1) * 255).astype(np.uint8)).resize((100, 120))
+        Image.merge("RGB", (grey, grey, grey)).save(folder / f"{i:03d}.jpg", quality=90)
+    spec = {"batch": "faces", "jobs": [
+        {"name": "face", "kind": "train", "params": {"model": "face_ae", "dataset": "images",
+                                                     "data_path": str(folder), "image_size": 96, "color": "rgb",
+                                                     "z_dim": 16, "epochs": 1, "batch_size": 16}},
+        {"name": "codes", "kind": "encode", "needs": ["face"]},
+        {"name": "new", "kind": "sample", "needs": ["codes"], "params": {"n": 8, "sampler": "fitted_normal"}},
+    ]}
+    cp = open_farm(settings)
+    result = cp.submit(cp.load(write_spec(tmp_path, spec)))
+    with worker(cp):
+        summary = wait_done(cp, result.batch_id, timeout=400)
+    jobs = jobs_by_name(cp, result.batch_id)
+    assert summary.status == "succeeded", {n: j.error for n, j in jobs.items() if j.error}
+    _, codes_arts = _results(cp, jobs["codes"].id)
+    assert {"latents.png", "latent_stats.png"} <= set(codes_arts)
+    new, new_arts = _results(cp, jobs["new"].id)
+    samples = np.load(cp.store.artifacts.path_of(new_arts["samples.npy"].uri))
+    assert samples.shape == (8, 96, 96, 3)
+    assert np.isfinite(new["pca_residual"]) and np.isfinite(new["ref_test_pca_residual"])
