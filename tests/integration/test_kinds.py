@@ -30,6 +30,18 @@ def _results(cp, job_id: int) -> tuple[dict, dict]:  # type: ignore[no-untyped-d
     return final, arts
 
 
+def _run_batch(settings: Settings, tmp_path: Path, spec: dict, timeout: float = 400):  # type: ignore[no-untyped-def]
+    """The batch ``spec`` run to its end by an in-process worker: (the control plane, its jobs by name); every
+    job succeeded."""
+    cp = open_farm(settings)
+    result = cp.submit(cp.load(write_spec(tmp_path, spec)))
+    with worker(cp):
+        summary = wait_done(cp, result.batch_id, timeout=timeout)
+    jobs = jobs_by_name(cp, result.batch_id)
+    assert summary.status == "succeeded", {n: j.error for n, j in jobs.items() if j.error}
+    return cp, jobs
+
+
 def _png_size(cp, artifact) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     with Image.open(io.BytesIO(cp.store.artifacts.get_bytes(artifact.uri, artifact.sha256))) as im:
         return im.size
@@ -126,12 +138,7 @@ def test_pool_ae_and_face_ae_train_on_real_images(settings: Settings, tmp_path: 
         {"name": "enc", "kind": "encode", "needs": ["pool"]},
         {"name": "smp", "kind": "sample", "needs": ["enc"], "params": {"n": 20, "sampler": "normal"}},
     ]}
-    cp = open_farm(settings)
-    result = cp.submit(cp.load(write_spec(tmp_path, spec)))
-    with worker(cp):
-        summary = wait_done(cp, result.batch_id, timeout=400)
-    jobs = jobs_by_name(cp, result.batch_id)
-    assert summary.status == "succeeded", {n: j.error for n, j in jobs.items() if j.error}
+    cp, jobs = _run_batch(settings, tmp_path, spec)
     face, face_arts = _results(cp, jobs["face"].id)
     assert 0 < face["test_mse"] < 0.2
     assert _png_size(cp, face_arts["reconstructions.png"])[1] > 64  # 64x64 faces, two rows
@@ -169,12 +176,7 @@ def test_new_faces_from_a_folder_of_colour_photos_at_96_pixels(settings: Setting
         {"name": "codes", "kind": "encode", "needs": ["face"]},
         {"name": "new", "kind": "sample", "needs": ["codes"], "params": {"n": 8, "sampler": "fitted_normal"}},
     ]}
-    cp = open_farm(settings)
-    result = cp.submit(cp.load(write_spec(tmp_path, spec)))
-    with worker(cp):
-        summary = wait_done(cp, result.batch_id, timeout=400)
-    jobs = jobs_by_name(cp, result.batch_id)
-    assert summary.status == "succeeded", {n: j.error for n, j in jobs.items() if j.error}
+    cp, jobs = _run_batch(settings, tmp_path, spec)
     _, codes_arts = _results(cp, jobs["codes"].id)
     assert {"latents.png", "latent_stats.png"} <= set(codes_arts)
     new, new_arts = _results(cp, jobs["new"].id)
