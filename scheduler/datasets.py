@@ -81,12 +81,12 @@ def add_dataset(store: Store, name: str, given: str, data_dir: Path, cwd: Path |
             raise DataError(f"{given}: no such file or folder")
         if not (path.is_dir() or path.is_file()):  # reading a pipe would wait forever
             raise DataError(f"{given}: not a regular file or folder (a pipe, socket or device)")
-        kind = "folder" if path.is_dir() else "file"
-        meta = inspect_folder(path) if kind == "folder" else inspect_file(path)
+        is_folder = path.is_dir()
+        meta = inspect_folder(path) if is_folder else inspect_file(path)
     except DataError as e:
         raise UserError(str(e)) from e
     with tempfile.TemporaryDirectory(prefix="latentfarm-dataset-") as tmp:
-        if kind == "folder":
+        if is_folder:
             content = Path(tmp) / "archive.tar"
             with open(content, "wb") as out:
                 sha = write_archive(path, out)
@@ -101,10 +101,10 @@ def add_dataset(store: Store, name: str, given: str, data_dir: Path, cwd: Path |
         blob = store.artifacts.put_file(content)
     if blob.sha256 != sha:
         raise UserError(f"{given}: changed while it was being added: try again")
-    filename = path.name
+    filename, stored_as = path.name, "folder" if is_folder else "file"
     with store.session() as s:
         current = registry.get_dataset(s, name)
-        if current is None and registry.add_dataset(s, name, kind, filename, blob.uri, sha, blob.bytes, meta):
+        if current is None and registry.add_dataset(s, name, stored_as, filename, blob.uri, sha, blob.bytes, meta):
             outcome, previous = "added", None
         else:  # the name is taken: replaced on purpose, or added meanwhile by another process
             current = current or registry.get_dataset(s, name)
@@ -113,7 +113,7 @@ def add_dataset(store: Store, name: str, given: str, data_dir: Path, cwd: Path |
                 return Added("unchanged", current)
             if not replace:
                 raise _taken(current, sha)
-            registry.replace_dataset(s, current, kind, filename, blob.uri, sha, blob.bytes, meta)
+            registry.replace_dataset(s, current, stored_as, filename, blob.uri, sha, blob.bytes, meta)
             outcome, previous = "replaced", current.sha256
         registry.prune_replaced(s)
         added = registry.get_dataset(s, name)
@@ -210,7 +210,7 @@ def fits(dataset: RegisteredDataset, wanted: str | None) -> str | None:
     have = dataset.meta.get("format")
     need = "image" if wanted is None else FORMATS.get(wanted)
     what = "a dream's image" if wanted is None else wanted
-    if need is None or (wanted in FOLDER_DATASETS) != (dataset.kind == "folder") or have != need:
+    if need is None or (wanted in FOLDER_DATASETS) != dataset.is_folder or have != need:
         return f"the registered dataset {dataset.name!r} is {DESCRIBED.get(str(have), 'of another kind')}: " \
                f"{what} needs {DESCRIBED[need] if need else 'no file'}"
     layout = LAYOUTS.get(str(wanted))

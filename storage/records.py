@@ -90,6 +90,11 @@ class RegisteredDataset:
     meta: dict[str, Any]
     created_at: datetime
 
+    @property
+    def is_folder(self) -> bool:
+        """Added from a folder (stored as one archive), not from a single file."""
+        return self.kind == "folder"
+
 
 @dataclass(frozen=True)
 class Event:

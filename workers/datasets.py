@@ -54,11 +54,11 @@ def local_copy(store: Store, cache: Path, value: str) -> str:
     if found is None:
         raise NotFound(f"dataset {name!r} (sha256 {sha[:12]}) is no longer registered: it was deleted, or replaced "
                        "and this version is no longer kept; submit the batch again to use what is registered now")
-    if found.kind == "folder" and (cache / found.sha256).is_dir():  # extracted on this host already
+    if found.is_folder and (cache / found.sha256).is_dir():  # extracted on this host already
         return str(cache / found.sha256)
     what = f"dataset {name!r} (sha256 {sha[:12]})"
     blob = store.artifacts.verified_path(found.uri, found.sha256, what)
-    if found.kind != "folder":
+    if not found.is_folder:
         return str(blob)
     return str(extracted(blob, found, cache, what))
 
