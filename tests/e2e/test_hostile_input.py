@@ -364,7 +364,7 @@ def test_ctrl_c_on_an_embedded_submit_stops_at_once_and_the_next_submit_reruns_w
     interrupted = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.wait(10)
-    assert time.monotonic() - interrupted < 2.0  # not the 20 s the job had left
+    assert time.monotonic() - interrupted < 5.0  # not the 20 s the job had left (2.2 s seen on a loaded 2-core machine)
     left = run_json(["status", "1"], tmp_path, env)
     assert left["counts"] == {"queued": 1, "pending": 1}, left
     assert "wait in the queue" in run(["status"], tmp_path, env).stdout
